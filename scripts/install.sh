@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install everything radseal and its tests need on a fresh Debian machine:
+# system packages (Orthanc PACS, dicom3tools' dciodvfy, headless Chromium)
+# and a virtual environment in .venv with radseal and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch==2.13.0 is the CPU build; the pin keeps pip from pulling a CUDA build.
+.venv/bin/python -m pip install -q -e '.[test]'
+echo "radseal installed in .venv (activate with: source .venv/bin/activate)"

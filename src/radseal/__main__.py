@@ -1,0 +1,5 @@
+import sys
+
+from radseal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""Reading and writing images: DICOM, PNG, JPEG, TIFF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from radseal.errors import ImageReadError, ImageWriteError
+from radseal.image import Image
+from radseal.io.dicom import looks_like_dicom, read_dicom, to_dataset, write_dicom
+from radseal.io.files import atomic_write
+from radseal.io.raster import encode_png, read_raster, write_png
+
+__all__ = [
+    "read_image",
+    "write_image",
+    "write_png",
+    "write_dicom",
+    "to_dataset",
+    "encode_png",
+    "atomic_write",
+]
+
+_RASTER_MAGIC = (
+    b"\x89PNG\r\n\x1a\n",  # PNG
+    b"\xff\xd8\xff",  # JPEG
+    b"II*\x00",  # TIFF little-endian
+    b"MM\x00*",  # TIFF big-endian
+    b"II+\x00",  # BigTIFF
+    b"MM\x00+",
+)
+
+MAX_FILE_BYTES = 2 << 30
+
+
+def read_image(path: str | Path) -> Image:
+    """Read a radiograph: DICOM (by content), PNG, JPEG or TIFF.
+
+    Raises :class:`radseal.errors.ImageReadError` with a message that names
+    the file and the problem.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise ImageReadError(f"{path}: is a folder, not an image file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageReadError(f"{path}: file of {size} bytes is larger than the 2 GiB limit")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageReadError(f"{path}: permission denied") from None
+    if not data:
+        raise ImageReadError(f"{path}: file is empty")
+    if looks_like_dicom(data):
+        return read_dicom(path, data)
+    if data.startswith(_RASTER_MAGIC):
+        return read_raster(path, data)
+    if path.suffix.lower() in (".dcm", ".dicom", "") and len(data) > 8:
+        # DICOM without the 128-byte preamble (older files) still parses.
+        return read_dicom(path, data)
+    raise ImageReadError(f"{path}: unrecognised file type (expected DICOM, PNG, JPEG or TIFF)")
+
+
+def write_image(img: Image, path: str | Path) -> Path:
+    """Write by extension: .dcm/.dicom as DICOM, .png as PNG."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".dcm", ".dicom"):
+        return write_dicom(img, path)
+    if suffix == ".png":
+        return write_png(img, path)
+    raise ImageWriteError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .dcm")

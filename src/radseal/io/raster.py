@@ -1,0 +1,82 @@
+"""PNG, JPEG and TIFF through Pillow."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
+
+from radseal.errors import ImageReadError, ImageWriteError
+from radseal.image import Image
+
+
+def _to_gray(pil: PILImage.Image, name: str) -> tuple[np.ndarray, int]:
+    mode = pil.mode
+    if mode in ("L", "P", "LA", "PA", "1"):
+        return np.asarray(pil.convert("L"), dtype=np.uint8), 8
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(pil, dtype=np.uint16)
+        return arr, _bits_for(arr, 16)
+    if mode == "I":
+        arr = np.asarray(pil, dtype=np.int64)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ImageReadError(f"{name}: 32-bit integer pixels outside 0..65535 are not supported")
+        arr = arr.astype(np.uint16)
+        return arr, _bits_for(arr, 16)
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+        rgb = np.asarray(pil.convert("RGB"))
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+            return np.ascontiguousarray(rgb[..., 0]), 8
+        # A colour picture of a radiograph: keep the luminance, as a viewer would.
+        return np.asarray(pil.convert("L"), dtype=np.uint8), 8
+    raise ImageReadError(f"{name}: unsupported pixel mode {mode!r}")
+
+
+def _bits_for(arr: np.ndarray, container_bits: int) -> int:
+    """16-bit PNG/TIFF carry no bits-stored field: use the container depth.
+
+    Guessing a smaller depth from the maximum value would change the PSNR
+    peak with the image content; a user with 12-bit data in a 16-bit PNG can
+    say so with ``Image(bits_stored=12)``.
+    """
+    return container_bits
+
+
+def read_raster(path: Path, data: bytes) -> Image:
+    try:
+        pil = PILImage.open(io.BytesIO(data))
+        pil.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
+    if getattr(pil, "n_frames", 1) > 1:
+        pil.seek(0)
+    pixels, bits = _to_gray(pil, str(path))
+    return Image(
+        pixels=pixels,
+        bits_stored=bits,
+        photometric="MONOCHROME2",
+        metadata={"source_format": (pil.format or "unknown").upper(), "source_name": Path(path).name},
+    )
+
+
+def encode_png(img: Image) -> bytes:
+    """PNG bytes at 8 bits (<= 8 stored) or 16 bits, values unchanged."""
+    buf = io.BytesIO()
+    if img.pixels.dtype == np.uint8:
+        PILImage.fromarray(img.pixels, mode="L").save(buf, format="PNG")
+    else:
+        pil = PILImage.frombytes("I;16", (img.width, img.height), img.pixels.astype("<u2").tobytes())
+        pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_png(img: Image, path: str | Path) -> Path:
+    from radseal.io.files import atomic_write
+
+    try:
+        return atomic_write(path, encode_png(img))
+    except OSError as exc:
+        raise ImageWriteError(f"{path}: cannot write PNG ({exc.strerror or exc})") from None
