@@ -8,7 +8,7 @@ Two layouts are understood:
 
 Fixed-size view: the image is scaled so that its *longer* side fits
 ``size`` (aspect ratio kept, area-averaging filter), then centred and
-padded with the image's own minimum (black on MONOCHROME2) to a square.
+padded with zeros (black in the display view) to a square.
 Padding rather than stretching keeps anatomy undistorted, and it stops a
 model from reading the label off the aspect ratio, which differs between
 the classes in the Kermany data.
@@ -101,7 +101,7 @@ def fixed_size(img: Image, size: int = 200) -> np.ndarray:
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     resized = np.asarray(PILImage.fromarray(x, mode="F").resize((nw, nh), PILImage.Resampling.BOX if scale < 1 else PILImage.Resampling.BILINEAR))
-    out = np.full((size, size), float(resized.min()), dtype=np.float32)
+    out = np.zeros((size, size), dtype=np.float32)
     top, left = (size - nh) // 2, (size - nw) // 2
     out[top : top + nh, left : left + nw] = resized
     return np.clip(out, 0.0, 1.0)

@@ -1,0 +1,1 @@
+"""Image quality metrics, rate-distortion runs and evaluation reports."""
