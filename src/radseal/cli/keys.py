@@ -1,5 +1,294 @@
-"""Subcommands (filled in by their package's work)."""
+"""``radseal keygen | encode | decode | inspect``: keys and sealed containers.
+
+A thin shell over :mod:`radseal.seal` and :mod:`radseal.pipeline`: parse
+arguments, call the library, print one short report. Every file is written
+through ``atomic_write``; errors end as one ``radseal: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from radseal.errors import RadsealError
+from radseal.seal.errors import FormatError, KeyFileError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_CONTAINER_FILE_BYTES = 300 << 20
+
+
+class UsageError(RadsealError):
+    """An argument combination or value the command cannot use."""
+
+
+def _iso(ts: int) -> str:
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return "out of range"
+
+
+def _passphrase(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read passphrase file ({exc.strerror or exc})") from None
+    secret = text.rstrip(b"\r\n")
+    if not secret:
+        raise KeyFileError(f"{path}: passphrase file is empty")
+    return secret
+
+
+def _read_container(path: str) -> bytes:
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise FormatError(f"{p}: is a folder, not a .rsl file")
+        if p.stat().st_size > MAX_CONTAINER_FILE_BYTES:
+            raise FormatError(f"{p}: larger than any radseal container can be")
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{p}: no such file") from None
+    except PermissionError:
+        raise FormatError(f"{p}: permission denied") from None
+
+
+def _with_file(exc: RadsealError, path: str) -> RadsealError:
+    """The same error type with the file name in front of its message."""
+    return type(exc)(f"{path}: {exc}")
+
+
+# --------------------------------------------------------------------------- keygen
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from radseal.seal import DeviceKey, ReceiverKey, save_private_key, save_public_key
+
+    if not _NAME.match(args.name):
+        raise UsageError(f"key name {args.name!r}: use letters, digits, '.', '_' or '-' (no folders; --out sets the folder)")
+    if args.role == "device" and args.kem is not None:
+        raise UsageError("--kem applies to receiver keys only (device keys are Ed25519)")
+    out = Path(args.out)
+    if not out.is_dir():
+        raise UsageError(f"{out}: output folder does not exist")
+    private_path, public_path = out / f"{args.name}.key", out / f"{args.name}.pub"
+    for p in (private_path, public_path):
+        if p.exists() and not args.force:
+            raise UsageError(f"{p}: already exists; a lost private key loses every image sealed to it (use --force to replace)")
+    passphrase = _passphrase(args.passphrase_file)
+    key = ReceiverKey.generate(args.kem or "x25519") if args.role == "receiver" else DeviceKey.generate()
+    save_private_key(key, private_path, passphrase)
+    save_public_key(key.public_key(), public_path)
+    algorithm = f"KEM {key.kem}" if args.role == "receiver" else "Ed25519"
+    protected = "passphrase-protected, " if passphrase else ""
+    print(f"{args.role} key {args.name}: {algorithm}, key id {key.key_id}")
+    print(f"  private: {private_path} ({protected}mode 0600; keep it secret)")
+    print(f"  public:  {public_path} (give it to {'devices that send to this receiver' if args.role == 'receiver' else 'receivers that trust this device'})")
+    return 0
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from radseal.io import atomic_write, read_image
+    from radseal.pipeline import seal_image
+    from radseal.seal import load_device_key, load_receiver_public_key
+
+    if args.quality is not None and args.bpp is not None:
+        raise UsageError("give --quality or --bpp, not both")
+    out = Path(args.output)
+    if out.suffix.lower() != ".rsl":
+        raise UsageError(f"{out}: the output of encode is a sealed container; name it *.rsl")
+    recipient = load_receiver_public_key(args.to)
+    signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
+    img = read_image(args.input)
+    if args.insecure_paper_cipher:
+        print(
+            "radseal: WARNING: --insecure-paper-cipher writes suite 0xF0: the body travels WITHOUT "
+            "encryption (the paper's scheme gives no confidentiality); for reproduction only",
+            file=sys.stderr,
+        )
+    sealed = seal_image(img, recipient, signer, quality=args.quality, bpp=args.bpp,
+                        insecure_paper_cipher=args.insecure_paper_cipher)
+    data = sealed.data
+    try:
+        atomic_write(out, data)
+    except OSError as exc:
+        raise RadsealError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    st = sealed.stats
+    print(
+        f"{args.input} -> {out}: {len(data)} bytes sealed ({st['payload_bytes']} payload, "
+        f"{img.width}x{img.height} at {img.bits_stored} bits, {img.raw_bytes} raw bytes, ratio {img.raw_bytes / len(data):.1f}:1)"
+    )
+    print(f"  for receiver {recipient.key_id} ({recipient.kem}), signed by device {signer.key_id}")
+    print(f"  compress {st['compress_s'] * 1e3:.0f} ms, seal {st['seal_s'] * 1e3:.1f} ms")
+    return 0
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from radseal.io import write_image
+    from radseal.io.dicom import write_dicom
+    from radseal.pipeline import derived_dataset, open_image
+    from radseal.seal import load_receiver_key, load_trusted
+
+    if args.output is not None and Path(args.output).suffix.lower() not in (".dcm", ".dicom", ".png"):
+        raise UsageError(f"{args.output}: decode writes DICOM (.dcm) or PNG (.png)")
+    passphrase = _passphrase(args.passphrase_file)
+    keys = [load_receiver_key(k, passphrase) for k in args.key]
+    trusted = load_trusted(args.trust)
+    data = _read_container(args.input)
+    try:
+        opened = open_image(data, keys, trusted, allow_insecure_paper_cipher=args.insecure_paper_cipher)
+    except RadsealError as exc:
+        raise _with_file(exc, args.input) from None
+    out = Path(args.output) if args.output else Path(args.input).with_suffix(".dcm" if opened.dicom_header is not None else ".png")
+    if out.suffix.lower() in (".dcm", ".dicom"):
+        write_dicom(derived_dataset(opened), out)
+    else:
+        write_image(opened.image, out)
+    h, img = opened.header, opened.image
+    print(f"{args.input}: authentic, from trusted device {h.sender_key_id}, message {h.message_id}, created {_iso(h.created)}")
+    dicom = "with its DICOM header" if opened.dicom_header is not None else "no DICOM header"
+    print(f"  wrote {out}: {img.width}x{img.height} at {img.bits_stored} bits, {img.photometric} ({dicom})")
+    return 0
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from radseal.seal import parse_header
+
+    data = _read_container(args.input)
+    try:
+        header = parse_header(data)
+    except RadsealError as exc:
+        raise _with_file(exc, args.input) from None
+    facts = header.to_dict()
+    facts["created_utc"] = _iso(header.created)
+    facts["file_bytes"] = len(data)
+    if args.json:
+        print(json.dumps(facts, indent=2, sort_keys=True))
+        return 0
+    print(f"{args.input}: radseal container, format version {header.version}, {len(data)} bytes (not verified: inspect needs no keys)")
+    print(f"  suite:          0x{header.suite_id:02x} {header.suite}{'  <-- INSECURE' if header.insecure else ''}")
+    print(f"  recipient key:  {header.recipient_key_id}")
+    print(f"  sender key:     {header.sender_key_id}")
+    print(f"  message id:     {header.message_id}")
+    print(f"  created:        {facts['created_utc']} ({header.created})")
+    print(f"  ciphertext:     {header.ciphertext_length} bytes")
+    return 0
+
+
+# --------------------------------------------------------------------------- parsers
 
 
 def register(sub) -> None:
-    return None
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser(
+        "keygen",
+        help="make a receiver (decryption) or device (signing) key pair",
+        description=(
+            "Make a key pair: NAME.key (private, file mode 0600, optionally passphrase-protected) "
+            "and NAME.pub (public). A receiver key decrypts (HPKE KEM X25519, or the hybrid "
+            "post-quantum ML-KEM-768+X25519); a device key signs (Ed25519). Key ids are "
+            "fingerprints of the public keys. File formats: docs/format.md."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal keygen receiver hospital --out keys/\n"
+            "  radseal keygen receiver archive --kem mlkem768-x25519 --passphrase-file pw.txt\n"
+            "  radseal keygen device xray-unit-7 --out keys/"
+        ),
+        formatter_class=raw,
+    )
+    p.add_argument("role", choices=("receiver", "device"), help="receiver: decrypts; device: signs")
+    p.add_argument("name", metavar="NAME", help="file stem of the key pair (letters, digits, . _ -)")
+    p.add_argument("--kem", choices=("x25519", "mlkem768-x25519"), default=None,
+                   help="receiver KEM (default x25519; mlkem768-x25519 resists harvest-now-decrypt-later)")
+    p.add_argument("--out", default=".", metavar="DIR", help="folder for the two files (default: current folder)")
+    p.add_argument("--passphrase-file", metavar="F", help="protect the private key with the passphrase in F (first line)")
+    p.add_argument("--force", action="store_true", help="replace existing key files of that name")
+    p.set_defaults(func=_keygen)
+
+    p = sub.add_parser(
+        "encode",
+        help="compress an image and seal it for one receiver",
+        description=(
+            "Read a radiograph (DICOM, PNG, JPEG, TIFF), compress it with the learned codec, "
+            "seal it for the receiver (HPKE) and sign it with the device key (Ed25519). "
+            "The DICOM header, patient data included, travels inside the encryption; the clear "
+            "header holds only routing facts."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal encode chest.dcm --to keys/hospital.pub --sign keys/xray-unit-7.key -o chest.rsl\n"
+            "  radseal encode chest.png --to keys/hospital.pub --sign keys/xray-unit-7.key --bpp 0.3 -o chest.rsl"
+        ),
+        formatter_class=raw,
+    )
+    p.add_argument("input", metavar="IN", help="image file")
+    p.add_argument("--to", required=True, metavar="RECEIVER.pub", help="receiver public key")
+    p.add_argument("--sign", required=True, metavar="DEVICE.key", help="device private key")
+    p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
+    p.add_argument("--quality", type=float, metavar="Q", help="codec quality setting")
+    p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.rsl", help="sealed container to write")
+    p.add_argument("--insecure-paper-cipher", action="store_true",
+                   help="write the paper baseline's INSECURE suite 0xF0 (no encryption; reproduction only)")
+    p.set_defaults(func=_encode)
+
+    p = sub.add_parser(
+        "decode",
+        help="verify, decrypt and decode a sealed container",
+        description=(
+            "Open a container: check that a trusted device signed it, decrypt it with the "
+            "receiver key, decode the image and write it. DICOM out (patient, study and series "
+            "kept, a new derived instance marked lossy) when the input was DICOM, PNG otherwise; "
+            "-o OUT.png or OUT.dcm chooses explicitly. Replays are not detected here: a receiver "
+            "keeps the message ids it has accepted."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal decode chest.rsl --key keys/hospital.key --trust keys/xray-unit-7.pub -o chest.dcm\n"
+            "  radseal decode chest.rsl --key new.key --key old.key --trust trusted-devices/ -o chest.png"
+        ),
+        formatter_class=raw,
+    )
+    p.add_argument("input", metavar="IN.rsl", help="sealed container")
+    p.add_argument("--key", required=True, action="append", metavar="RECEIVER.key",
+                   help="receiver private key (repeat for old and new keys)")
+    p.add_argument("--passphrase-file", metavar="F", help="passphrase of the receiver key(s)")
+    p.add_argument("--trust", required=True, action="append", metavar="DEVICE.pub|DIR",
+                   help="trusted device public key, or a folder of them (repeatable)")
+    p.add_argument("-o", "--output", metavar="OUT.dcm|OUT.png",
+                   help="image to write (default: IN with .dcm if it carried DICOM, else .png)")
+    p.add_argument("--insecure-paper-cipher", action="store_true",
+                   help="accept the paper's insecure suite 0xF0 (reproduction only; no confidentiality)")
+    p.set_defaults(func=_decode)
+
+    p = sub.add_parser(
+        "inspect",
+        help="show the clear header of a container (no keys, no secrets)",
+        description=(
+            "Print the clear header: format version, suite, recipient and sender key ids, "
+            "message id, creation time, ciphertext length. It holds no patient data and "
+            "nothing is verified (that needs the keys: use decode)."
+        ),
+        epilog="example:\n  radseal inspect chest.rsl --json",
+        formatter_class=raw,
+    )
+    p.add_argument("input", metavar="FILE.rsl", help="sealed container")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_inspect)

@@ -60,7 +60,7 @@ SUITES = {
     for s in (
         Suite(0x01, "hpke-x25519-sha256-chacha20poly1305+ed25519", "x25519", 32),
         Suite(0x02, "hpke-mlkem768x25519-sha256-chacha20poly1305+ed25519", "mlkem768-x25519", 1120),
-        Suite(0xF0, "INSECURE-paper-square-add+ed25519", None, 0, insecure=True),
+        Suite(0xF0, "INSECURE-paper-baseline-no-encryption+ed25519", None, 0, insecure=True),
     )
 }
 SUITE_FOR_KEM = {s.kem: s for s in SUITES.values() if s.kem}

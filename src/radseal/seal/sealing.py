@@ -60,8 +60,8 @@ def seal(
     """Seal ``body`` for ``recipient``, signed by ``signer``; returns the whole .rsl file.
 
     ``insecure_paper_cipher=True`` writes suite 0xF0: the body travels as
-    given, without encryption (the caller has applied the paper's square-add
-    cipher, which offers no confidentiality). Reproduction only.
+    given, WITHOUT encryption, still signed. It carries the paper baseline,
+    whose square-add "cipher" offers no confidentiality; reproduction only.
     """
     if not isinstance(recipient, ReceiverPublicKey):
         raise TypeError(f"recipient must be a ReceiverPublicKey, got {type(recipient).__name__}")
@@ -115,7 +115,7 @@ def open_sealed(
     suite = SUITES[header.suite_id]
     if suite.insecure and not allow_insecure_paper_cipher:
         raise FormatError(
-            f"suite 0x{suite.id:02x} ({suite.name}) is the paper's insecure cipher; "
+            f"suite 0x{suite.id:02x} ({suite.name}) is the paper baseline without encryption; "
             "refused unless --insecure-paper-cipher is given"
         )
     devices = {d.key_id: d for d in _as_list(trusted, DevicePublicKey)}

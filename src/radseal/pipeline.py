@@ -1,0 +1,235 @@
+"""Image in, sealed bytes out, and back: codec + sealed body + seal.
+
+``seal_image`` compresses an :class:`~radseal.image.Image` with a codec, packs
+the payload with the image's description (and the source DICOM header, patient
+data included) into a sealed body, and seals it. ``open_image`` reverses it,
+verifying before it decrypts and decrypting before it decodes.
+
+Any object with ``compress(img, quality=..|bpp=..) -> bytes`` and
+``decompress(bytes) -> Image`` serves as a codec; the default is the shipped
+learned codec (``radseal.codec.Codec.pretrained()``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from radseal.container import pack_body, unpack_body
+from radseal.errors import RadsealError
+from radseal.image import PHOTOMETRICS, Image
+from radseal.seal import DeviceKey, DevicePublicKey, FormatError, Header, ReceiverKey, ReceiverPublicKey
+from radseal.seal import open_sealed, seal
+
+BODY_FORMAT = "radseal-image/1"
+# Bulk pixel elements never travel in the DICOM header: the codec payload replaces them.
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+@dataclass(frozen=True)
+class SealedImage:
+    data: bytes
+    payload_bytes: int
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpenedImage:
+    image: Image
+    header: Header
+    metadata: dict
+    dicom_header: Dataset | None
+    payload: bytes
+
+
+def default_codec():
+    """The shipped learned codec (imported lazily: sealing does not need torch)."""
+    try:
+        from radseal.codec import Codec
+    except ImportError as exc:
+        raise RadsealError(f"the learned codec is not available in this installation ({exc})") from None
+    return Codec.pretrained()
+
+
+def _codec_name(codec: Any) -> str:
+    name = getattr(codec, "name", None)
+    return str(name) if name else type(codec).__name__
+
+
+def _json_safe(value: Any) -> Any:
+    """Image metadata as plain JSON (odd values become strings, never a failure)."""
+    if not value:
+        return {}
+    return json.loads(json.dumps(value, default=str))
+
+
+def dicom_header_bytes(ds: Dataset) -> bytes:
+    """The source dataset without pixel data, as a DICOM Part 10 file (explicit VR little endian)."""
+    header = Dataset()
+    for elem in ds:
+        if elem.tag not in _PIXEL_TAGS:
+            header.add(elem)
+    meta = FileMetaDataset()
+    for elem in getattr(ds, "file_meta", []) or []:
+        meta.add(elem)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "SOPClassUID" in header:
+        meta.MediaStorageSOPClassUID = header.SOPClassUID
+    if "SOPInstanceUID" in header:
+        meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID
+    header.file_meta = meta
+    buf = io.BytesIO()
+    try:
+        header.save_as(buf, implicit_vr=False, little_endian=True, enforce_file_format=False)
+    except Exception as exc:  # pydicom raises many types for odd datasets
+        raise FormatError(f"cannot encode the source DICOM header: {exc}") from None
+    return buf.getvalue()
+
+
+def parse_dicom_header(data: bytes) -> Dataset:
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:  # authenticated bytes, but from a faulty sender
+        raise FormatError(f"sealed body: the DICOM header does not parse ({exc.__class__.__name__})") from None
+
+
+def seal_image(
+    img: Image,
+    recipient: ReceiverPublicKey,
+    signer: DeviceKey,
+    *,
+    codec: Any = None,
+    quality: float | None = None,
+    bpp: float | None = None,
+    message_id: bytes | None = None,
+    insecure_paper_cipher: bool = False,
+) -> SealedImage:
+    """Compress, pack and seal one image; ``stats`` holds sizes and step times."""
+    if quality is not None and bpp is not None:
+        raise ValueError("give quality or bpp, not both")
+    codec = default_codec() if codec is None else codec
+    target = {"quality": quality} if quality is not None else {"bpp": bpp} if bpp is not None else {}
+    t0 = time.perf_counter()
+    payload = bytes(codec.compress(img, **target))
+    t1 = time.perf_counter()
+    metadata = {
+        "format": BODY_FORMAT,
+        "image": {
+            "rows": img.height,
+            "columns": img.width,
+            "bits_stored": img.bits_stored,
+            "photometric": img.photometric,
+            "signed": bool(img.signed),
+        },
+        "source": _json_safe(img.metadata),
+        "codec": {"name": _codec_name(codec), **target},
+    }
+    dicom = dicom_header_bytes(img.source) if isinstance(img.source, Dataset) else None
+    body = pack_body(payload, metadata, dicom)
+    t2 = time.perf_counter()
+    data = seal(body, recipient, signer, message_id=message_id, insecure_paper_cipher=insecure_paper_cipher)
+    t3 = time.perf_counter()
+    stats = {
+        "raw_bytes": img.raw_bytes,
+        "payload_bytes": len(payload),
+        "body_bytes": len(body),
+        "dicom_header_bytes": len(dicom or b""),
+        "sealed_bytes": len(data),
+        "ratio": img.raw_bytes / len(data),
+        "compress_s": t1 - t0,
+        "pack_s": t2 - t1,
+        "seal_s": t3 - t2,
+    }
+    return SealedImage(data, len(payload), stats)
+
+
+def _image_description(metadata: dict) -> dict:
+    if metadata.get("format") != BODY_FORMAT:
+        raise FormatError(f"sealed body: metadata format {metadata.get('format')!r} is not {BODY_FORMAT!r}")
+    desc = metadata.get("image")
+    ok = (
+        isinstance(desc, dict)
+        and all(isinstance(desc.get(k), int) and not isinstance(desc.get(k), bool) for k in ("rows", "columns", "bits_stored"))
+        and desc.get("photometric") in PHOTOMETRICS
+        and isinstance(desc.get("signed"), bool)
+        and 1 <= desc["bits_stored"] <= 16
+    )
+    if not ok:
+        raise FormatError("sealed body: metadata 'image' lacks rows, columns, bits_stored, photometric or signed")
+    return desc
+
+
+def open_image(
+    data: bytes,
+    keys: ReceiverKey | Iterable[ReceiverKey],
+    trusted: DevicePublicKey | Iterable[DevicePublicKey],
+    *,
+    codec: Any = None,
+    allow_insecure_paper_cipher: bool = False,
+) -> OpenedImage:
+    """Verify, decrypt, unpack and decode one container."""
+    opened = open_sealed(data, keys, trusted, allow_insecure_paper_cipher=allow_insecure_paper_cipher)
+    body = unpack_body(opened.body)
+    desc = _image_description(body.metadata)
+    dicom_header = parse_dicom_header(body.dicom) if body.dicom is not None else None
+    codec = default_codec() if codec is None else codec
+    decoded = codec.decompress(body.payload)
+    pixels = np.asarray(decoded.pixels)
+    if pixels.shape != (desc["rows"], desc["columns"]):
+        raise FormatError(
+            f"decoded image is {pixels.shape[0]}x{pixels.shape[1]}, the metadata says {desc['rows']}x{desc['columns']}"
+        )
+    try:
+        image = Image(
+            pixels,
+            bits_stored=desc["bits_stored"],
+            photometric=desc["photometric"],
+            signed=desc["signed"],
+            source=dicom_header,
+            metadata=dict(body.metadata.get("source") or {}),
+        )
+    except ValueError as exc:
+        raise FormatError(f"decoded image does not match its metadata: {exc}") from None
+    return OpenedImage(image, opened.header, body.metadata, dicom_header, body.payload)
+
+
+def _values(ds: Dataset, keyword: str) -> list:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+
+
+def derived_dataset(opened: OpenedImage, *, lossy: bool = True) -> Dataset:
+    """A DICOM object for the reconstruction: patient, study and series kept, new instance.
+
+    Marks lossy compression as DICOM requires (0028,2110 "01", never reset;
+    ratio and method appended), sets Image Type to DERIVED and gives the
+    object a new SOP Instance UID, since its pixels differ from the source.
+    """
+    from radseal.io.dicom import to_dataset
+
+    ds = to_dataset(opened.image)
+    if opened.dicom_header is None:
+        return ds
+    ds.SOPInstanceUID = generate_uid()
+    image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY"]))
+    ds.ImageType = ["DERIVED", *image_type[1:]] if image_type else ["DERIVED", "PRIMARY"]
+    codec = opened.metadata.get("codec", {}).get("name", "radseal")
+    ds.DerivationDescription = f"Reconstructed by radseal from codec {codec} ({len(opened.payload)} payload bytes)"[:1024]
+    if lossy:
+        ratio = opened.image.raw_bytes / max(1, len(opened.payload))
+        ds.LossyImageCompression = "01"
+        ratios = [str(v) for v in _values(ds, "LossyImageCompressionRatio")]
+        methods = [str(v) for v in _values(ds, "LossyImageCompressionMethod")]
+        ds.LossyImageCompressionRatio = [*ratios, f"{ratio:.4g}"[:16]]
+        ds.LossyImageCompressionMethod = [*methods, "RADSEAL_LEARNED"]
+    return ds
