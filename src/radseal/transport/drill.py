@@ -1,0 +1,473 @@
+"""Fault drills: prove that nothing is lost or stored twice when things break.
+
+Pieces, usable on their own:
+
+* :class:`BitDropCodec` – a tiny deterministic lossy codec (drops low bits,
+  deflates) so a drill runs in seconds without the learned codec's weights;
+* :class:`FlakyProxy` – a loopback TCP proxy that cuts connections at random
+  points of the request or the response;
+* :class:`ReceiverProcess` – a receiver in its own process (uvicorn), to be
+  SIGKILLed and restarted;
+* :func:`run_fault_drill` – N images through the proxy while the receiver is
+  killed and restarted at random moments; then every check: each image stored
+  exactly once, stored pixels identical to a local decode, no partial files.
+
+``python -m radseal.transport.drill serve ...`` is the receiver process entry
+point (it can load the stand-in codec, which ``radseal serve`` does not offer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from radseal.image import Image
+
+# ---------------------------------------------------------------- stand-in codec
+
+
+class BitDropCodec:
+    """Lossy stand-in codec: keep the high bits of each sample, deflate them.
+
+    Deterministic and fast; the reconstruction puts each sample in the middle
+    of its dropped range. ``quality`` in 0..100 picks how many bits to drop.
+    """
+
+    name = "bitdrop"
+    _HEAD = struct.Struct(">4sHHBB")
+
+    def __init__(self, drop_bits: int = 2) -> None:
+        self.drop_bits = int(drop_bits)
+
+    @property
+    def model_id(self) -> str:
+        return f"bitdrop-stand-in-{self.drop_bits}"
+
+    def compress(self, img: Image, quality: float | None = None, bpp: float | None = None) -> bytes:
+        drop = self.drop_bits if quality is None else max(0, min(img.bits_stored - 1, round((100 - quality) / 25)))
+        kept = (img.pixels.astype(np.uint16) >> drop).astype("<u2")
+        head = self._HEAD.pack(b"BDC1", img.height, img.width, img.bits_stored, drop)
+        return head + zlib.compress(kept.tobytes(), 6)
+
+    def decompress(self, data: bytes) -> Image:
+        magic, rows, cols, bits, drop = self._HEAD.unpack_from(data)
+        if magic != b"BDC1":
+            raise ValueError("not a bitdrop payload")
+        kept = np.frombuffer(zlib.decompress(data[self._HEAD.size :]), dtype="<u2").reshape(rows, cols)
+        values = (kept.astype(np.uint32) << drop) + ((1 << drop) >> 1)
+        return Image(np.minimum(values, (1 << bits) - 1), bits_stored=bits)
+
+
+def load_codec(name: str):
+    """``bitdrop`` (stand-in) or ``pretrained`` (the shipped learned codec)."""
+    if name == "bitdrop":
+        return BitDropCodec()
+    from radseal.pipeline import default_codec
+
+    return default_codec()
+
+
+# ---------------------------------------------------------------- flaky proxy
+
+
+class FlakyProxy:
+    """Forward ``127.0.0.1:port`` to ``127.0.0.1:target``, cutting some connections.
+
+    Each new connection is cut with probability ``cut_probability``: half of
+    the cuts fall inside the request, half inside the response (after the
+    receiver may already have stored the message: the retry must then be
+    answered as a duplicate).
+    """
+
+    def __init__(self, target_port: int, cut_probability: float = 0.2, seed: int = 0, cut_window: int = 40000) -> None:
+        self.target_port = target_port
+        self.cut_window = cut_window
+        self.cut_probability = cut_probability
+        self._rng = random.Random(seed)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.cuts = 0
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            up_limit = down_limit = None
+            if self._rng.random() < self.cut_probability:
+                # Byte counts over the connection's life (it carries several requests).
+                self.cuts += 1
+                if self._rng.random() < 0.5:
+                    up_limit = self._rng.randint(0, self.cut_window)
+                else:
+                    down_limit = self._rng.randint(0, self.cut_window // 4)
+            threading.Thread(target=self._serve, args=(client, up_limit, down_limit), daemon=True).start()
+
+    def _serve(self, client: socket.socket, up_limit: int | None, down_limit: int | None) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        done = threading.Event()
+
+        def close_both() -> None:
+            done.set()
+            for s in (client, upstream):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+        def pump(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+            sent = 0
+            try:
+                while not done.is_set():
+                    chunk = src.recv(65536)
+                    if not chunk:
+                        break
+                    if limit is not None and sent + len(chunk) > limit:
+                        dst.sendall(chunk[: max(0, limit - sent)])
+                        break
+                    dst.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            close_both()
+
+        threading.Thread(target=pump, args=(upstream, client, down_limit), daemon=True).start()
+        pump(client, upstream, up_limit)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+
+
+# ---------------------------------------------------------------- receiver process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ReceiverProcess:
+    """A receiver (uvicorn) in a child process, on a fixed loopback port."""
+
+    def __init__(self, args: list[str], port: int, log_path: Path) -> None:
+        self.args = args
+        self.port = port
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "radseal.transport.drill", "serve", "--port", str(self.port), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"receiver exited with status {self.proc.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"receiver did not become healthy in {timeout} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def serve_main(argv: list[str]) -> int:
+    """Entry point of the receiver child process."""
+    import logging
+
+    import uvicorn
+
+    from radseal.seal import load_receiver_key, load_trusted
+    from radseal.transport.receiver import create_app
+    from radseal.transport.stores import open_store
+
+    p = argparse.ArgumentParser(prog="python -m radseal.transport.drill serve")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--trust", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--codec", default="bitdrop", choices=("bitdrop", "pretrained"))
+    p.add_argument("--workers-threads", type=int, default=None)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(
+        [load_receiver_key(a.key)],
+        load_trusted(a.trust),
+        open_store(a.store),
+        a.index,
+        codec=load_codec(a.codec),
+    )
+    uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False)
+    return 0
+
+
+# ---------------------------------------------------------------- the drill
+
+
+def drill_images(n: int, size: int = 64, seed: int = 0) -> list[Image]:
+    """``n`` small test images: crops of the RG3 radiograph (with its DICOM header) and, every
+    fifth one, an 8-bit image without DICOM (a Secondary Capture on the receiver)."""
+    from radseal.io import read_image
+    from radseal.io.samples import sample_path
+
+    rg3 = read_image(sample_path("RG3"))
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(n):
+        y, x = (int(v) for v in rng.integers(0, rg3.height - size, size=2))
+        crop = rg3.pixels[y : y + size, x : x + size]
+        if i % 5 == 4:
+            images.append(Image((crop >> 2).astype(np.uint8), bits_stored=8, metadata={"source_format": "PNG"}))
+        else:
+            images.append(Image(crop.copy(), rg3.bits_stored, rg3.photometric, source=rg3.source, metadata=dict(rg3.metadata)))
+    return images
+
+
+@dataclass
+class DrillResult:
+    images: int
+    senders: int
+    kills: int
+    receiver_starts: int
+    proxy_connections: int
+    proxy_cuts: int
+    retries: int
+    seconds: float
+    delivered: int
+    index_rows: int
+    stored_objects: int
+    archived: int
+    duplicates_in_store: int
+    pixel_mismatches: int
+    duplicate_answers: int
+    partial_files_swept: int
+    partial_files_before_recovery: int
+    partial_files_after_recovery: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def run_fault_drill(
+    workdir: str | Path,
+    n_images: int = 30,
+    *,
+    senders: int = 2,
+    kills: int = 4,
+    cut_probability: float = 0.2,
+    codec_name: str = "bitdrop",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> DrillResult:
+    """Send ``n_images`` through a flaky proxy while the receiver is killed ``kills`` times."""
+    import pydicom
+
+    from radseal.pipeline import open_image, seal_image
+    from radseal.seal import DeviceKey, ReceiverKey, parse_header, save_private_key, save_public_key
+    from radseal.transport.files import partial_files
+    from radseal.transport.index import ReceiptIndex
+    from radseal.transport.outbox import Outbox
+    from radseal.transport.sender import RetryPolicy, Sender
+    from radseal.transport.stores import FolderStore
+
+    say = progress or (lambda _msg: None)
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    receiver_key, device_key = ReceiverKey.generate(), DeviceKey.generate()
+    save_private_key(receiver_key, work / "receiver.key")
+    (work / "trusted").mkdir(exist_ok=True)
+    save_public_key(device_key.public_key(), work / "trusted" / "device.pub")
+    store_dir, index_path = work / "store", work / "state" / "index.sqlite"
+    codec = load_codec(codec_name)
+
+    say(f"sealing {n_images} images into {senders} outbox(es)")
+    images = drill_images(n_images, seed=seed)
+    outboxes = [Outbox(work / f"outbox{i}") for i in range(senders)]
+    sealed_by_id: dict[str, bytes] = {}
+    for i, img in enumerate(images):
+        sealed = seal_image(img, receiver_key.public_key(), device_key, codec=codec)
+        message_id = parse_header(sealed.data).message_id
+        sealed_by_id[message_id] = sealed.data
+        outboxes[i % senders].add(message_id, sealed.data, f"drill-{i}", f"drill-{i}")
+
+    port = free_port()
+    receiver = ReceiverProcess(
+        ["--key", str(work / "receiver.key"), "--trust", str(work / "trusted"), "--store", str(store_dir),
+         "--index", str(index_path), "--codec", codec_name],
+        port,
+        work / "receiver.log",
+    )
+    receiver.start()
+    proxy = FlakyProxy(port, cut_probability, seed=seed + 1)
+    retries = [0]
+    done = threading.Event()
+    kills_done = [0]
+
+    # Kill at random points of the run: after a random number of stored
+    # messages, plus a random few milliseconds (often mid-request).
+    thresholds = sorted(rng.sample(range(1, n_images), min(kills, n_images - 1)))
+
+    def killer() -> None:
+        for threshold in thresholds:
+            while not done.is_set() and _count_rows(index_path) < threshold:
+                time.sleep(0.005)
+            if done.is_set():
+                return
+            time.sleep(rng.uniform(0.0, 0.05))
+            receiver.kill()
+            kills_done[0] += 1
+            say(f"killed the receiver after about {threshold} stored ({kills_done[0]}/{kills})")
+            time.sleep(rng.uniform(0.0, 0.3))
+            receiver.start()
+
+    def send(outbox: Outbox, k: int) -> None:
+        policy = RetryPolicy(base=0.05, cap=0.5, max_attempts=None)
+        with Sender(f"http://127.0.0.1:{proxy.port}", outbox, retry=policy, timeout=10.0, rng=random.Random(seed + k)) as sender:
+            def on_retry(*_args) -> None:
+                retries[0] += 1
+
+            sender.flush(on_retry=on_retry)
+
+    started = time.perf_counter()
+    killer_thread = threading.Thread(target=killer, daemon=True)
+    killer_thread.start()
+    threads = [threading.Thread(target=send, args=(ob, k)) for k, ob in enumerate(outboxes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    done.set()
+    killer_thread.join()
+    proxy.close()
+
+    # A last crash and restart: partial files left by SIGKILLs are swept on start.
+    receiver.kill()
+    before = len(partial_files(store_dir)) + len(partial_files(work / "state"))
+    receiver.start()
+    receiver.stop()
+    after = len(partial_files(store_dir)) + len(partial_files(work / "state"))
+
+    say("checking the store")
+    problems: list[str] = []
+    index = ReceiptIndex(index_path)
+    rows = index.rows()
+    store = FolderStore(store_dir)
+    files = store.files()
+    delivered = sum(ob.counts()["delivered"] for ob in outboxes)
+    pending = sum(ob.counts()["pending"] + ob.counts()["rejected"] for ob in outboxes)
+    if pending:
+        problems.append(f"{pending} message(s) still pending or rejected in the outboxes")
+    if {r["message_id"] for r in rows} != set(sealed_by_id):
+        problems.append("index message ids differ from the messages sent")
+    sops = [r["sop_instance_uid"] for r in rows]
+    stored_sops = [f.stem for f in files]
+    duplicates = len(stored_sops) - len(set(stored_sops))
+    if sorted(stored_sops) != sorted(sops):
+        problems.append(f"store holds {len(files)} object(s) for {len(rows)} receipt(s)")
+    archived = len(list((work / "state" / "archive").glob("*.rsl")))
+    if archived != len(sealed_by_id):
+        problems.append(f"archive holds {archived} message(s), expected {len(sealed_by_id)}")
+    mismatches = 0
+    for row in rows:
+        local = open_image(sealed_by_id[row["message_id"]], receiver_key, device_key.public_key(), codec=codec)
+        data = store.get(row["sop_instance_uid"])
+        ds = pydicom.dcmread(io.BytesIO(data)) if data else None
+        if ds is None or not np.array_equal(ds.pixel_array, local.image.pixels):
+            mismatches += 1
+    if mismatches:
+        problems.append(f"{mismatches} stored image(s) differ from a local decode")
+    if after:
+        problems.append(f"{after} partial file(s) left after recovery")
+    log_text = (work / "receiver.log").read_text(errors="replace")
+    return DrillResult(
+        images=n_images, senders=senders, kills=kills_done[0], receiver_starts=receiver.starts,
+        proxy_connections=proxy.connections, proxy_cuts=proxy.cuts, retries=retries[0],
+        seconds=round(seconds, 2), delivered=delivered, index_rows=len(rows), stored_objects=len(files),
+        archived=archived, duplicates_in_store=duplicates, pixel_mismatches=mismatches,
+        duplicate_answers=log_text.count(" duplicate message="),
+        partial_files_swept=sum(int(m) for m in re.findall(r"removed (\d+) partial file", log_text)),
+        partial_files_before_recovery=before, partial_files_after_recovery=after, problems=problems,
+    )
+
+
+def _count_rows(index_path: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(index_path, timeout=1.0) as db:
+            return int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return serve_main(argv[1:])
+    print("usage: python -m radseal.transport.drill serve --port P --key K --trust DIR --store S --index I", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

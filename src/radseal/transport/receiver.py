@@ -1,0 +1,324 @@
+"""The receiver: an ASGI app that accepts sealed radiographs and stores them.
+
+``POST /v1/messages`` takes one sealed container (``.rsl`` bytes) as the raw
+request body. For each message, in this order:
+
+1. verify and open (signature, sender, recipient, AEAD) — nothing is written
+   for a message that fails;
+2. archive the sealed bytes (``ARCHIVE/<message id>.rsl``, fsync'd);
+3. decode the image;
+4. write the derived DICOM object to the store;
+5. record the receipt in the index (SQLite);
+6. only then answer ``200`` with the JSON receipt.
+
+A message whose id is already in the index is answered with the receipt on
+record and stored nothing again. The derived object's UIDs are a function of
+the message id, so a message processed twice (a crash between steps 4 and 5,
+two receivers racing) still ends as one object.
+
+Errors answer ``{"error": CODE, "detail": TEXT}``:
+
+====  ====================  ===============================================
+400   ``malformed``         not a radseal container, or a broken one
+403   ``unknown_sender``    signed by a device key that is not trusted
+413   ``too_large``         body over the configured limit (checked while reading)
+421   ``wrong_recipient``   sealed for another receiver key ("misdirected")
+422   ``not_authentic``     signature or ciphertext does not verify (tampered)
+422   ``undecodable``       authentic, but the image cannot be decoded
+                            (the sealed bytes stay archived for a later decode)
+503   ``store_unavailable`` the store refused or is down: retry later
+503   ``archive_unavailable`` the archive folder cannot be written (disk full)
+====  ====================  ===============================================
+
+Log lines name the message id, the sender key id, sizes and the outcome,
+never patient data (names, ids, file names live only inside the sealed body).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from radseal.image import Image
+from radseal.io.derived import derived_dataset, uncompressed_bytes
+from radseal.io.dicom import encode_dicom
+from radseal.seal import (
+    AuthenticationError,
+    FormatError,
+    UnknownSenderError,
+    WrongRecipientError,
+    open_sealed,
+)
+from radseal.transport.errors import StoreError
+from radseal.transport.files import durable_write, sweep_partial_files
+from radseal.transport.index import ReceiptIndex
+from radseal.transport.stores import Store, StoredObject
+
+log = logging.getLogger("radseal.receiver")
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+MESSAGES_PATH = "/v1/messages"
+Diagnose = Callable[[Image], dict]
+
+
+class Rejected(Exception):
+    """A message refused with an HTTP status and a JSON error code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class _KeyedLocks:
+    """One lock per message id, so concurrent duplicates are processed one at a time."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, list] = {}  # id -> [lock, users]
+
+    @contextmanager
+    def hold(self, key: str):
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+
+@dataclass
+class Receiver:
+    """Everything one message needs; the ASGI app is a thin layer over :meth:`accept`."""
+
+    keys: Any
+    trusted: Any
+    store: Store
+    index: ReceiptIndex
+    archive_dir: Path
+    codec: Any = None
+    diagnose: Diagnose | None = None
+    open_image: Callable | None = None  # radseal.pipeline.open_image unless given
+    _locks: _KeyedLocks = field(default_factory=_KeyedLocks)
+
+    def __post_init__(self) -> None:
+        if self.open_image is None:
+            from radseal.pipeline import open_image
+
+            self.open_image = open_image
+        self.archive_dir = Path(self.archive_dir)
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
+
+    def recover(self) -> None:
+        """Remove partial files that a killed predecessor left in the archive and the store."""
+        removed = sweep_partial_files(self.archive_dir) + [Path(p) for p in self.store.recover()]
+        if removed:
+            log.info("recovered: removed %d partial file(s) left by a stopped receiver", len(removed))
+
+    def accept(self, data: bytes) -> tuple[dict, bool]:
+        """Process one sealed message; return (receipt, duplicate). Raises :class:`Rejected`."""
+        try:
+            opened = open_sealed(data, self.keys, self.trusted)
+        except UnknownSenderError as exc:
+            raise Rejected(403, "unknown_sender", str(exc)) from None
+        except WrongRecipientError as exc:
+            raise Rejected(421, "wrong_recipient", str(exc)) from None
+        except AuthenticationError as exc:
+            raise Rejected(422, "not_authentic", str(exc)) from None
+        except FormatError as exc:
+            raise Rejected(400, "malformed", str(exc)) from None
+        header = opened.header
+        message_id = header.message_id
+        with self._locks.hold(message_id):
+            known = self.index.get(message_id)
+            if known is not None:
+                return known, True
+            try:
+                durable_write(self.archive_dir / f"{message_id}.rsl", data)
+            except OSError as exc:
+                raise Rejected(503, "archive_unavailable", f"cannot archive the message ({exc.strerror or exc})") from None
+            try:
+                result = self.open_image(data, self.keys, self.trusted, codec=self.codec)
+            except Exception as exc:  # the codec's errors are many; the message stays archived
+                raise Rejected(422, "undecodable", f"authentic message could not be decoded ({type(exc).__name__})") from None
+            image: Image = result.image
+            payload_bytes = len(result.payload)
+            model_id = _model_id(result, self.codec)
+            source = _source_header(result)
+            ds = derived_dataset(image, source, payload_bytes=payload_bytes, model_id=model_id, uid_seed=message_id)
+            obj = StoredObject(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
+            try:
+                location = self.store.put(encode_dicom(ds), obj)
+            except StoreError as exc:
+                raise Rejected(503, "store_unavailable", str(exc)) from None
+            diagnosis = None
+            if self.diagnose is not None:
+                try:
+                    diagnosis = self.diagnose(image)
+                except Exception as exc:  # a classifier failure must not lose the image
+                    log.warning("diagnosis failed for message %s: %s", message_id, type(exc).__name__)
+            raw = uncompressed_bytes(image)
+            receipt = {
+                "message_id": message_id,
+                "sop_instance_uid": obj.sop_instance_uid,
+                "sender_key_id": header.sender_key_id,
+                "received_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "sealed_bytes": len(data),
+                "payload_bytes": payload_bytes,
+                "uncompressed_bytes": raw,
+                "ratio": round(raw / len(data), 3),
+                "rows": image.height,
+                "columns": image.width,
+                "bits_stored": image.bits_stored,
+                "model_id": model_id,
+                "store": self.store.kind,
+                "diagnosis": diagnosis,
+            }
+            return self.index.record(receipt, location), False
+
+
+def _model_id(result: Any, codec: Any) -> str:
+    """The decoding codec's model id, else the codec name the sender wrote in the metadata."""
+    if getattr(codec, "model_id", None):
+        return str(codec.model_id)
+    named = ((getattr(result, "metadata", None) or {}).get("codec") or {}).get("name")
+    return str(named) if named else "unknown"
+
+
+def _source_header(result: Any):
+    """The source DICOM header carried in the message, or None for a non-DICOM input."""
+    from pydicom.dataset import Dataset
+
+    header = getattr(result, "dicom_header", None)
+    if isinstance(header, Dataset):
+        return header
+    if isinstance(header, (bytes, bytearray)) and header:
+        import io
+
+        import pydicom
+
+        return pydicom.dcmread(io.BytesIO(bytes(header)), force=True)
+    source = getattr(result.image, "source", None)
+    return source if isinstance(source, Dataset) else None
+
+
+def default_diagnose() -> Diagnose | None:
+    """The shipped pneumonia classifier as a diagnose hook, or None where it is not available."""
+    try:
+        from radseal.diagnosis.classifier import Classifier
+
+        classifier = Classifier.pretrained()
+    except Exception as exc:  # not built yet, weights missing: run without diagnosis
+        log.info("diagnosis off: classifier not available (%s)", type(exc).__name__)
+        return None
+    return lambda img: classifier.predict(img).to_dict()
+
+
+def _error(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Rejected(400, "malformed", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Rejected(413, "too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, "too_large", f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    if size == 0:
+        raise Rejected(400, "malformed", "empty body: POST the sealed container bytes")
+    return b"".join(chunks)
+
+
+def create_app(
+    keys: Any,
+    trusted: Any,
+    store: Store,
+    index_path: str | Path,
+    *,
+    archive_dir: str | Path | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    codec: Any = None,
+    diagnose: Diagnose | None = None,
+    open_image: Callable | None = None,
+) -> FastAPI:
+    """The receiver's ASGI app.
+
+    ``keys``: receiver private key(s) (several during rotation); ``trusted``:
+    device public keys; ``store``: a :class:`FolderStore` or
+    :class:`OrthancStore`; ``index_path``: the SQLite receipt index;
+    ``archive_dir``: where sealed bytes are archived (default: ``archive``
+    next to the index); ``max_body``: largest accepted body in bytes;
+    ``codec``: the codec for decoding (default: the pipeline's);
+    ``diagnose``: optional ``Image -> dict`` hook whose result joins the
+    receipt and the index (e.g. :func:`default_diagnose`).
+    """
+    index_path = Path(index_path)
+    receiver = Receiver(
+        keys=list(keys) if isinstance(keys, Iterable) else [keys],
+        trusted=list(trusted) if isinstance(trusted, Iterable) else [trusted],
+        store=store,
+        index=ReceiptIndex(index_path),
+        archive_dir=Path(archive_dir) if archive_dir is not None else index_path.parent / "archive",
+        codec=codec,
+        diagnose=diagnose,
+        open_image=open_image,
+    )
+    receiver.recover()
+    app = FastAPI(title="radseal receiver", version=_version(), docs_url=None, redoc_url=None)
+    app.state.receiver = receiver
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "store": store.kind, "version": _version()}
+
+    @app.post(MESSAGES_PATH)
+    async def post_message(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        size = request.headers.get("content-length", "?")
+        try:
+            data = await _read_body(request, max_body)
+            size = str(len(data))
+            receipt, duplicate = await run_in_threadpool(receiver.accept, data)
+        except Rejected as exc:
+            log.warning("rejected status=%d error=%s bytes=%s: %s", exc.status, exc.code, size, exc.detail)
+            return _error(exc.status, exc.code, exc.detail)
+        log.info(
+            "%s message=%s sender=%s bytes=%s ratio=%s ms=%.0f",
+            "duplicate" if duplicate else "stored",
+            receipt["message_id"],
+            receipt["sender_key_id"],
+            size,
+            receipt["ratio"],
+            1000 * (time.perf_counter() - started),
+        )
+        return JSONResponse(receipt, headers={"Radseal-Duplicate": "true" if duplicate else "false"})
+
+    return app
+
+
+def _version() -> str:
+    from radseal import __version__
+
+    return __version__
