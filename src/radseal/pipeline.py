@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from radseal.container import pack_body, unpack_body
 from radseal.errors import RadsealError
@@ -86,19 +86,29 @@ def dicom_header_bytes(ds: Dataset) -> bytes:
     if "SOPInstanceUID" in header:
         meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID
     header.file_meta = meta
+    header.preamble = b"\x00" * 128  # always a Part 10 file: the reader checks 'DICM'
     buf = io.BytesIO()
     try:
         header.save_as(buf, implicit_vr=False, little_endian=True, enforce_file_format=False)
     except Exception as exc:  # pydicom raises many types for odd datasets
-        raise FormatError(f"cannot encode the source DICOM header: {exc}") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"cannot encode the source DICOM header: {reason}") from None
     return buf.getvalue()
 
 
 def parse_dicom_header(data: bytes) -> Dataset:
+    """The DICOM header of a body: always a Part 10 file (preamble and 'DICM')."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise FormatError("sealed body: the DICOM header is not a DICOM Part 10 file")
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=True)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        if ds.file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
+            raise ValueError("transfer syntax is not Explicit VR Little Endian")
+        ds.walk(lambda _ds, _elem: None)  # pydicom reads lazily: convert every element now
     except Exception as exc:  # authenticated bytes, but from a faulty sender
-        raise FormatError(f"sealed body: the DICOM header does not parse ({exc.__class__.__name__})") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise FormatError(f"sealed body: the DICOM header does not parse ({reason})") from None
+    return ds
 
 
 def seal_image(
@@ -199,37 +209,3 @@ def open_image(
     except ValueError as exc:
         raise FormatError(f"decoded image does not match its metadata: {exc}") from None
     return OpenedImage(image, opened.header, body.metadata, dicom_header, body.payload)
-
-
-def _values(ds: Dataset, keyword: str) -> list:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-
-
-def derived_dataset(opened: OpenedImage, *, lossy: bool = True) -> Dataset:
-    """A DICOM object for the reconstruction: patient, study and series kept, new instance.
-
-    Marks lossy compression as DICOM requires (0028,2110 "01", never reset;
-    ratio and method appended), sets Image Type to DERIVED and gives the
-    object a new SOP Instance UID, since its pixels differ from the source.
-    """
-    from radseal.io.dicom import to_dataset
-
-    ds = to_dataset(opened.image)
-    if opened.dicom_header is None:
-        return ds
-    ds.SOPInstanceUID = generate_uid()
-    image_type = list(ds.get("ImageType", ["ORIGINAL", "PRIMARY"]))
-    ds.ImageType = ["DERIVED", *image_type[1:]] if image_type else ["DERIVED", "PRIMARY"]
-    codec = opened.metadata.get("codec", {}).get("name", "radseal")
-    ds.DerivationDescription = f"Reconstructed by radseal from codec {codec} ({len(opened.payload)} payload bytes)"[:1024]
-    if lossy:
-        ratio = opened.image.raw_bytes / max(1, len(opened.payload))
-        ds.LossyImageCompression = "01"
-        ratios = [str(v) for v in _values(ds, "LossyImageCompressionRatio")]
-        methods = [str(v) for v in _values(ds, "LossyImageCompressionMethod")]
-        ds.LossyImageCompressionRatio = [*ratios, f"{ratio:.4g}"[:16]]
-        ds.LossyImageCompressionMethod = [*methods, "RADSEAL_LEARNED"]
-    return ds

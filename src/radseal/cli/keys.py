@@ -138,7 +138,8 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     from radseal.io import write_image
     from radseal.io.dicom import write_dicom
-    from radseal.pipeline import derived_dataset, open_image
+    from radseal.io.derived import derived_dataset
+    from radseal.pipeline import open_image
     from radseal.seal import load_receiver_key, load_trusted
 
     if args.output is not None and Path(args.output).suffix.lower() not in (".dcm", ".dicom", ".png"):
@@ -153,7 +154,10 @@ def _decode(args: argparse.Namespace) -> int:
         raise _with_file(exc, args.input) from None
     out = Path(args.output) if args.output else Path(args.input).with_suffix(".dcm" if opened.dicom_header is not None else ".png")
     if out.suffix.lower() in (".dcm", ".dicom"):
-        write_dicom(derived_dataset(opened), out)
+        codec_name = str(opened.metadata.get("codec", {}).get("name", "unknown"))
+        ds = derived_dataset(opened.image, opened.dicom_header, payload_bytes=max(1, len(opened.payload)),
+                             model_id=codec_name, uid_seed=opened.header.message_id)
+        write_dicom(ds, out)
     else:
         write_image(opened.image, out)
     h, img = opened.header, opened.image
