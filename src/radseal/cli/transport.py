@@ -1,5 +1,249 @@
-"""Subcommands (filled in by their package's work)."""
+"""``radseal serve`` and ``radseal send``: the receiver service and the device sender.
+
+A thin shell over :mod:`radseal.transport`: parse arguments, load keys,
+call the library, print progress. Deployment notes: docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from radseal.errors import RadsealError
+
+DEFAULT_PORT = 8700
+DEFAULT_STATE = "radseal-state"
+DEFAULT_OUTBOX = "radseal-outbox"
+
+
+class TransportUsageError(RadsealError):
+    """An argument combination the transport commands cannot use."""
+
+
+def _passphrase(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        secret = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise TransportUsageError(f"{path}: cannot read passphrase file ({exc.strerror or exc})") from None
+    if not secret:
+        raise TransportUsageError(f"{path}: passphrase file is empty")
+    return secret
+
+
+def _load_codec():
+    from radseal.pipeline import default_codec
+
+    return default_codec()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from radseal.seal import load_receiver_key, load_trusted
+    from radseal.transport.receiver import create_app, default_diagnose
+    from radseal.transport.stores import open_store
+
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise TransportUsageError("--ssl-certfile and --ssl-keyfile go together")
+    if args.max_body <= 0:
+        raise TransportUsageError("--max-body must be a positive number of MiB")
+    passphrase = _passphrase(args.passphrase_file)
+    keys = [load_receiver_key(path, passphrase) for path in args.key]
+    trusted = load_trusted(args.trust)
+    store = open_store(args.store)
+    state = Path(args.state)
+    codec = _load_codec()
+    diagnose = default_diagnose() if args.diagnosis == "auto" else None
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(
+        keys,
+        trusted,
+        store,
+        state / "index.sqlite",
+        archive_dir=state / "archive",
+        max_body=int(args.max_body * 1024 * 1024),
+        codec=codec,
+        diagnose=diagnose,
+    )
+    scheme = "https" if args.ssl_certfile else "http"
+    print(
+        f"radseal receiver on {scheme}://{args.host}:{args.port}/v1/messages\n"
+        f"  keys: {', '.join(k.key_id for k in keys)}; trusted devices: {len(trusted)}\n"
+        f"  store: {store!r}; index and archive: {state}/; max body {args.max_body:g} MiB; "
+        f"diagnosis: {'on' if diagnose else 'off'}",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- send
+
+
+def _send(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from radseal.seal import load_device_key, load_receiver_public_key
+    from radseal.transport.errors import DeliveryError
+    from radseal.transport.outbox import Outbox
+    from radseal.transport.sender import RetryPolicy, Sender, enqueue_image
+
+    if not args.inputs and not args.flush:
+        raise TransportUsageError("give images to send, or --flush to deliver what the outbox holds")
+    if args.inputs and args.flush:
+        raise TransportUsageError("--flush delivers the outbox only; give images or --flush, not both")
+    if args.inputs and (args.recipient is None or args.sign is None):
+        raise TransportUsageError("sending images needs --recipient RECEIVER.pub and --sign DEVICE.key")
+    if args.retries < 1:
+        raise TransportUsageError("--retries must be at least 1")
+    outbox = Outbox(args.outbox)
+    sender = Sender(
+        args.to,
+        outbox,
+        retry=RetryPolicy(base=args.backoff, cap=30.0, max_attempts=args.retries),
+        timeout=args.timeout,
+        verify=args.cacert or True,
+    )
+    out = sys.stdout
+
+    if args.inputs:
+        recipient = load_receiver_public_key(args.recipient)
+        signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
+        codec = _load_codec()
+        for path in tqdm(args.inputs, desc="sealing", unit="image", disable=args.quiet or len(args.inputs) < 2, file=sys.stderr):
+            queued = enqueue_image(outbox, path, recipient, signer, codec=codec, quality=args.quality, again=args.again)
+            if queued.new:
+                tqdm.write(f"sealed  {path}: message {queued.message_id}, {queued.sealed_bytes} bytes", file=out)
+            elif queued.state == "delivered":
+                tqdm.write(f"skipped {path}: already delivered as message {queued.message_id} (--again sends a new copy)", file=out)
+            else:
+                tqdm.write(f"queued  {path}: already in the outbox as message {queued.message_id} ({queued.state})", file=out)
+
+    pending = outbox.pending()
+    bar = tqdm(total=len(pending), desc="sending", unit="msg", disable=args.quiet or len(pending) < 2, file=sys.stderr)
+
+    def delivered(entry, receipt) -> None:
+        bar.update(1)
+        diagnosis = receipt.get("diagnosis")
+        note = f", {diagnosis.get('name')} p={diagnosis.get('probability'):.2f}" if isinstance(diagnosis, dict) and "probability" in diagnosis else ""
+        tqdm.write(
+            f"stored  {entry.source}: message {entry.message_id} as {receipt['sop_instance_uid']} "
+            f"({receipt['sealed_bytes']} bytes sent, {receipt['ratio']:.1f}:1{note})",
+            file=out,
+        )
+
+    def retrying(entry, attempt, error, delay) -> None:
+        tqdm.write(f"retry   {entry.source}: attempt {attempt} failed ({error}); next in {delay:.1f} s", file=sys.stderr)
+
+    def failed(entry, error) -> None:
+        bar.update(1)
+        tqdm.write(f"failed  {entry.source}: {error}", file=sys.stderr)
+
+    with sender:
+        result = sender.flush(on_delivered=delivered, on_retry=retrying, on_failed=failed)
+    bar.close()
+    counts = outbox.counts()
+    print(
+        f"delivered {len(result.delivered)}, refused {len(result.rejected)}, still pending {len(result.pending)} "
+        f"(outbox {outbox.path}: {counts['pending']} pending, {counts['rejected']} refused, {counts['delivered']} delivered in total)",
+        file=out,
+    )
+    if result.pending or result.rejected:
+        raise DeliveryError(
+            f"{len(result.pending) + len(result.rejected)} message(s) not delivered; they stay in the outbox "
+            f"(run 'radseal send --flush --to {args.to} --outbox {args.outbox}' to retry pending ones)"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- register
 
 
 def register(sub) -> None:
-    return None
+    serve = sub.add_parser(
+        "serve",
+        help="run the receiver: accept sealed images over HTTP(S), store them as DICOM",
+        description=(
+            "Run the receiver service (FastAPI on uvicorn). POST /v1/messages takes one sealed "
+            "container as the raw body; the receiver verifies and opens it, archives the sealed bytes, "
+            "decodes the image, stores a derived DICOM object, records it in a SQLite index and only "
+            "then answers with a JSON receipt. A duplicate message id gets the same receipt and is "
+            "stored once. GET /healthz answers when the service is up."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal serve --key keys/receiver.key --trust keys/devices/ --store pacs-folder/\n"
+            "  radseal serve --key keys/receiver.key --trust keys/devices/ --store orthanc+http://127.0.0.1:8042 \\\n"
+            "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
+            "folder store layout: STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm;\n"
+            "index and archive: STATE/index.sqlite, STATE/archive/<message id>.rsl. See docs/deploy.md."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--key", action="append", required=True, metavar="RECEIVER.key",
+                       help="receiver private key; repeat for key rotation (old and new keys)")
+    serve.add_argument("--trust", nargs="+", required=True, metavar="DIR|FILE",
+                       help="trusted device public keys: .pub files or folders of them")
+    serve.add_argument("--store", required=True, metavar="DIR|orthanc+http://HOST:PORT",
+                       help="where DICOM objects go: a folder, or Orthanc's REST API (orthanc+https:// and user:pass@ work too)")
+    serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
+                       help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    serve.add_argument("--max-body", type=float, default=64, metavar="MIB",
+                       help="largest accepted message in MiB, enforced while reading (default: 64)")
+    serve.add_argument("--ssl-certfile", metavar="PEM", help="TLS certificate chain (uvicorn's ssl_certfile)")
+    serve.add_argument("--ssl-keyfile", metavar="PEM", help="TLS private key (uvicorn's ssl_keyfile)")
+    serve.add_argument("--passphrase-file", metavar="FILE", help="file holding the passphrase of the receiver key(s)")
+    serve.add_argument("--diagnosis", choices=("auto", "off"), default="auto",
+                       help="run the pneumonia classifier on each stored image when it is available (default: auto)")
+    serve.set_defaults(func=_serve)
+
+    send = sub.add_parser(
+        "send",
+        help="seal images and deliver them to a receiver through a durable outbox",
+        description=(
+            "Compress and seal each image for the receiver, commit it to the outbox (SQLite, fsync'd), "
+            "then deliver the outbox: every message is retried with exponential backoff and jitter until "
+            "a receipt naming its message id comes back, and only then dropped. Messages left over from "
+            "an interrupted run are delivered first; an input already in the outbox is not sealed twice."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal send scans/*.dcm --to https://gw.hospital.example:8443 --recipient receiver.pub --sign device.key\n"
+            "  radseal send --flush --to https://gw.hospital.example:8443      # deliver what is left in the outbox\n"
+            "exit status: 0 when everything was delivered; non-zero when messages remain in the outbox."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.add_argument("inputs", nargs="*", metavar="IN", help="images to send: DICOM, PNG, JPEG or TIFF")
+    send.add_argument("--to", required=True, metavar="URL", help="receiver URL, e.g. https://host:8443 (path /v1/messages is added)")
+    send.add_argument("--recipient", metavar="RECEIVER.pub", help="the receiver's public key")
+    send.add_argument("--sign", metavar="DEVICE.key", help="this device's signing key")
+    send.add_argument("--passphrase-file", metavar="FILE", help="file holding the device key's passphrase")
+    send.add_argument("--outbox", default=DEFAULT_OUTBOX, metavar="DIR", help=f"outbox folder (default: {DEFAULT_OUTBOX})")
+    send.add_argument("--quality", type=float, help="codec quality (codec default when omitted)")
+    send.add_argument("--flush", action="store_true", help="only deliver messages already in the outbox")
+    send.add_argument("--again", action="store_true", help="seal and send inputs even if they were sent before")
+    send.add_argument("--retries", type=int, default=10, help="attempts per message before giving up for now (default: 10)")
+    send.add_argument("--backoff", type=float, default=0.5, metavar="S", help="first retry delay scale in seconds (default: 0.5)")
+    send.add_argument("--timeout", type=float, default=60.0, metavar="S", help="HTTP timeout per attempt (default: 60)")
+    send.add_argument("--cacert", metavar="PEM", help="CA bundle to verify the receiver's TLS certificate")
+    send.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    send.set_defaults(func=_send)

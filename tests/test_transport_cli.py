@@ -1,0 +1,120 @@
+"""``radseal serve`` and ``radseal send`` end to end, with the shipped codec, on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from radseal.cli import main
+from radseal.image import Image
+from radseal.io import write_png
+from radseal.seal import DeviceKey, ReceiverKey, save_private_key, save_public_key
+from radseal.transport.drill import free_port
+from radseal.transport.index import ReceiptIndex
+from radseal.transport.outbox import Outbox
+from radseal.transport.stores import FolderStore
+
+
+def codec_available() -> str | None:
+    try:
+        from radseal.pipeline import default_codec
+
+        default_codec()
+    except Exception as exc:  # weights missing on this machine
+        return f"the shipped codec does not load here ({type(exc).__name__}: {exc})"
+    return None
+
+
+@pytest.fixture
+def keyfiles(tmp_path):
+    receiver, device = ReceiverKey.generate(), DeviceKey.generate()
+    save_private_key(receiver, tmp_path / "receiver.key")
+    save_public_key(receiver.public_key(), tmp_path / "receiver.pub")
+    save_private_key(device, tmp_path / "device.key")
+    (tmp_path / "devices").mkdir()
+    save_public_key(device.public_key(), tmp_path / "devices" / "device.pub")
+    return tmp_path
+
+
+def start_serve(keyfiles, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "radseal", "serve", "--key", str(keyfiles / "receiver.key"),
+           "--trust", str(keyfiles / "devices"), "--store", str(keyfiles / "store"),
+           "--state", str(keyfiles / "state"), "--port", str(port), "--diagnosis", "off"]
+    proc = subprocess.Popen(cmd, stdout=open(keyfiles / "serve.log", "ab"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"radseal serve exited: {(keyfiles / 'serve.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("radseal serve did not come up in 60 s")
+
+
+def test_help_texts_have_examples(capsys):
+    for command in ("serve", "send"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        assert "examples:" in capsys.readouterr().out
+
+
+def test_send_usage_errors_are_one_line(keyfiles, capsys):
+    assert main(["send", "--to", "http://127.0.0.1:9"]) != 0
+    assert capsys.readouterr().err.startswith("radseal: error: give images to send")
+    assert main(["send", "x.png", "--to", "http://127.0.0.1:9", "--outbox", str(keyfiles / "ob")]) != 0
+    assert "--recipient" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_missing_key(keyfiles, capsys):
+    code = main(["serve", "--key", str(keyfiles / "nope.key"), "--trust", str(keyfiles / "devices"),
+                 "--store", str(keyfiles / "store"), "--state", str(keyfiles / "state")])
+    assert code != 0 and capsys.readouterr().err.startswith("radseal: error:")
+
+
+@pytest.mark.slow
+def test_send_queues_while_receiver_is_down_then_flush_delivers(keyfiles, capsys):
+    reason = codec_available()
+    if reason:
+        pytest.skip(reason)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    inputs = []
+    for i in range(2):
+        path = keyfiles / f"scan{i}.png"
+        write_png(Image((np.add.outer(np.arange(64), np.arange(64)) * (i + 1) % 256).astype(np.uint8)), path)
+        inputs.append(str(path))
+    outbox = str(keyfiles / "outbox")
+    send = ["--to", url, "--outbox", outbox]
+
+    # Receiver down: sealed into the outbox, not delivered, non-zero exit.
+    code = main(["send", *inputs, *send, "--recipient", str(keyfiles / "receiver.pub"),
+                 "--sign", str(keyfiles / "device.key"), "--retries", "2", "--backoff", "0.01", "-q"])
+    out, err = capsys.readouterr()
+    assert code != 0 and out.count("sealed  ") == 2 and "stay in the outbox" in err
+    assert Outbox(outbox).counts()["pending"] == 2
+
+    proc = start_serve(keyfiles, port)
+    try:
+        assert main(["send", "--flush", *send, "-q"]) == 0
+        out, _ = capsys.readouterr()
+        assert out.count("stored  ") == 2 and "delivered 2" in out
+        # Same inputs again: recognised as delivered, nothing sent twice.
+        assert main(["send", *inputs, *send, "--recipient", str(keyfiles / "receiver.pub"),
+                     "--sign", str(keyfiles / "device.key"), "-q"]) == 0
+        out, _ = capsys.readouterr()
+        assert out.count("skipped ") == 2 and "delivered 0" in out
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert FolderStore(keyfiles / "store").count() == 2
+    assert ReceiptIndex(keyfiles / "state" / "index.sqlite").count() == 2
+    assert Outbox(outbox).counts() == {"pending": 0, "delivered": 2, "rejected": 0}
