@@ -1,0 +1,75 @@
+"""`radseal paper roundtrip`: refusal without the flag, honest sizes, outputs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from radseal.cli import main
+
+
+def _one_error_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("radseal: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_refuses_without_the_insecure_flag(rg1_path, rg3_path, tmp_path, capsys):
+    out = tmp_path / "rt"
+    code = main(["paper", "roundtrip", str(rg1_path), "--key-image", str(rg3_path), "--out", str(out)])
+    assert code != 0
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--insecure-paper-cipher" in line and "insecure" in line
+    assert not out.exists()
+
+
+def test_missing_image_is_a_one_line_error(rg3_path, tmp_path, capsys):
+    code = main(["paper", "roundtrip", str(tmp_path / "nope.dcm"), "--key-image", str(rg3_path), "--insecure-paper-cipher", "--out", str(tmp_path / "o")])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "nope.dcm" in err.splitlines()[-1] and err.splitlines()[-1].startswith("radseal: error: ")
+
+
+def test_bad_weights_is_a_one_line_error(rg1_path, rg3_path, tmp_path, capsys):
+    bad = tmp_path / "w.pt"
+    bad.write_bytes(b"\x00" * 10)
+    code = main(["paper", "roundtrip", str(rg1_path), "--key-image", str(rg3_path), "--insecure-paper-cipher", "--weights", str(bad), "--out", str(tmp_path / "o")])
+    assert code != 0
+    assert "w.pt" in capsys.readouterr().err.splitlines()[-1]
+
+
+def _number(text: str, label: str) -> int:
+    m = re.search(rf"{label}\s+([\d,]+) bytes", text)
+    assert m, f"no '{label}' line in:\n{text}"
+    return int(m.group(1).replace(",", ""))
+
+
+@pytest.mark.slow
+def test_roundtrip_reports_real_sizes_and_writes_outputs(rg1_path, rg3_path, tmp_path, capsys):
+    out = tmp_path / "rt"
+    code = main(["paper", "roundtrip", str(rg1_path), "--key-image", str(rg3_path), "--insecure-paper-cipher", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "WARNING" in captured.err and "NOT encryption" in captured.err
+    text = captured.out
+
+    latent = np.load(out / "encrypted_latent.npy")
+    assert latent.shape == (128, 50, 50) and latent.dtype == np.float32
+    sent = _number(text, r"sent \(E\)")
+    assert sent == latent.nbytes == 128 * 50 * 50 * 4
+    assert _number(text, "input file") == rg1_path.stat().st_size
+    assert _number(text, "network input") == 200 * 200
+    expansion = re.search(r"expansion\s+([\d.]+)x the 200x200 8-bit input; ([\d.]+)x the input file", text)
+    assert float(expansion.group(1)) == pytest.approx(sent / 40000, abs=0.05)
+    assert float(expansion.group(2)) == pytest.approx(sent / rg1_path.stat().st_size, abs=0.005)
+    # The cipher did not damage a ReLU latent: decrypted output equals the plain autoencoder's.
+    mse = float(re.search(r"MSE / MAE\s+([\d.]+)", text).group(1))
+    psnr = float(re.search(r"PSNR\s+([\d.]+) dB", text).group(1))
+    assert 0 <= mse < 0.05 and psnr == pytest.approx(10 * np.log10(1 / mse), abs=0.1) if mse > 0 else True
+    for name in ("original.png", "retrieved.png", "fig5.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob("*.part"))
