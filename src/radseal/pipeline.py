@@ -117,7 +117,7 @@ def seal_image(
     signer: DeviceKey,
     *,
     codec: Any = None,
-    quality: float | None = None,
+    quality: int | None = None,
     bpp: float | None = None,
     message_id: bytes | None = None,
     insecure_paper_cipher: bool = False,

@@ -246,7 +246,7 @@ def register(sub) -> None:
     p.add_argument("--to", required=True, metavar="RECEIVER.pub", help="receiver public key")
     p.add_argument("--sign", required=True, metavar="DEVICE.key", help="device private key")
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
-    p.add_argument("--quality", type=float, metavar="Q", help="codec quality setting")
+    p.add_argument("--quality", type=int, metavar="Q", help="codec quality level (integer; higher keeps more detail; default: the codec's default)")
     p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
     p.add_argument("-o", "--output", required=True, metavar="OUT.rsl", help="sealed container to write")
     p.add_argument("--insecure-paper-cipher", action="store_true",
