@@ -157,3 +157,32 @@ def test_cli_without_command_explains(capsys):
         main([])
     assert exc.value.code == 2
     assert "radseal: error:" in capsys.readouterr().err
+
+
+def test_atomic_write_leaves_no_partial_file_and_honours_modes(tmp_path, monkeypatch):
+    import os
+
+    from radseal.io.files import atomic_write
+
+    target = tmp_path / "out.bin"
+    atomic_write(target, b"old")
+    assert (os.stat(target).st_mode & 0o777) == (0o666 & ~_umask())
+    atomic_write(tmp_path / "secret.key", b"k", mode=0o600)
+    assert (os.stat(tmp_path / "secret.key").st_mode & 0o777) == 0o600
+
+    def fail(*_args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError):
+        atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin", "secret.key"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
