@@ -193,3 +193,36 @@ def test_insecure_paper_suite_needs_the_flag(workdir, capsys, stand_in_codec):
     code, _, err = run(capsys, *args)
     assert code == 2 and "--insecure-paper-cipher" in err and not (d / "weak.png").exists()
     assert run(capsys, *args, "--insecure-paper-cipher")[0] == 0 and (d / "weak.png").exists()
+
+
+@pytest.fixture(scope="module")
+def real_codec():
+    """The shipped learned codec, or a skip where this checkout has no codec or weights yet."""
+    try:
+        from radseal.codec import Codec
+
+        return Codec.pretrained()
+    except Exception as exc:  # ImportError, or the codec's WeightsError
+        pytest.skip(f"learned codec not available: {type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("receiver,extra", [("hospital", []), ("archive", ["--passphrase-file", "pw"])])
+def test_round_trip_with_the_learned_codec(workdir, capsys, real_codec, receiver, extra):
+    """The CLI path with the real codec (both KEMs): lossy, so shape, depth and a sane PSNR are checked."""
+    from radseal.evaluate.metrics import psnr
+
+    d = workdir
+    out = d / f"real-{receiver}.rsl"
+    code, text, err = run(capsys, "encode", d / "crop.dcm", "--to", d / "keys" / f"{receiver}.pub",
+                          "--sign", d / "keys" / "xray7.key", "-o", out)
+    assert code == 0, err
+    extra = [d / e if e == "pw" else e for e in extra]
+    code, text, err = run(capsys, "decode", out, "--key", d / "keys" / f"{receiver}.key", *extra,
+                          "--trust", d / "keys", "-o", d / f"real-{receiver}.dcm")
+    assert code == 0, err
+    src, back = read_image(d / "crop.dcm"), read_image(d / f"real-{receiver}.dcm")
+    assert back.shape == src.shape and back.bits_stored == src.bits_stored == 10
+    assert back.photometric == src.photometric
+    assert psnr(src.pixels, back.pixels, src.max_value) > 20  # lossy, but an image, not noise
+    ds = pydicom.dcmread(d / f"real-{receiver}.dcm")
+    assert ds.LossyImageCompression == "01" and real_codec.model_id in ds.DerivationDescription

@@ -60,8 +60,12 @@ def default_codec():
 
 
 def _codec_name(codec: Any) -> str:
-    name = getattr(codec, "name", None)
-    return str(name) if name else type(codec).__name__
+    """The codec's model id (the learned codec), else its name, else its class name."""
+    for attr in ("model_id", "name"):
+        value = getattr(codec, attr, None)
+        if value:
+            return str(value)
+    return type(codec).__name__
 
 
 def _json_safe(value: Any) -> Any:

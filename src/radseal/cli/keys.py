@@ -84,7 +84,11 @@ def _keygen(args: argparse.Namespace) -> int:
     passphrase = _passphrase(args.passphrase_file)
     key = ReceiverKey.generate(args.kem or "x25519") if args.role == "receiver" else DeviceKey.generate()
     save_private_key(key, private_path, passphrase)
-    save_public_key(key.public_key(), public_path)
+    try:
+        save_public_key(key.public_key(), public_path)
+    except RadsealError:
+        private_path.unlink(missing_ok=True)  # never leave half a key pair
+        raise
     algorithm = f"KEM {key.kem}" if args.role == "receiver" else "Ed25519"
     protected = "passphrase-protected, " if passphrase else ""
     print(f"{args.role} key {args.name}: {algorithm}, key id {key.key_id}")
