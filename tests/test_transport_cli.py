@@ -41,17 +41,48 @@ def keyfiles(tmp_path):
     return tmp_path
 
 
-def start_serve(keyfiles, port: int) -> subprocess.Popen:
+def self_signed_tls(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (it is its own CA) and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "radseal test receiver")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "tls-cert.pem", folder / "tls-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def start_serve(keyfiles, port: int, tls: tuple[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "radseal", "serve", "--key", str(keyfiles / "receiver.key"),
            "--trust", str(keyfiles / "devices"), "--store", str(keyfiles / "store"),
            "--state", str(keyfiles / "state"), "--port", str(port), "--diagnosis", "off"]
+    if tls:
+        cmd += ["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]]
+    scheme = "https" if tls else "http"
     proc = subprocess.Popen(cmd, stdout=open(keyfiles / "serve.log", "ab"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"radseal serve exited: {(keyfiles / 'serve.log').read_text()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+            if httpx.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=0.5, verify=tls[0] if tls else True).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -81,19 +112,20 @@ def test_serve_refuses_a_missing_key(keyfiles, capsys):
 
 
 @pytest.mark.slow
-def test_send_queues_while_receiver_is_down_then_flush_delivers(keyfiles, capsys):
+def test_send_queues_while_receiver_is_down_then_flush_delivers_over_tls(keyfiles, capsys):
     reason = codec_available()
     if reason:
         pytest.skip(reason)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
+    tls = self_signed_tls(keyfiles)
     inputs = []
     for i in range(2):
         path = keyfiles / f"scan{i}.png"
         write_png(Image((np.add.outer(np.arange(64), np.arange(64)) * (i + 1) % 256).astype(np.uint8)), path)
         inputs.append(str(path))
     outbox = str(keyfiles / "outbox")
-    send = ["--to", url, "--outbox", outbox]
+    send = ["--to", url, "--outbox", outbox, "--cacert", tls[0]]
 
     # Receiver down: sealed into the outbox, not delivered, non-zero exit.
     code = main(["send", *inputs, *send, "--recipient", str(keyfiles / "receiver.pub"),
@@ -102,7 +134,7 @@ def test_send_queues_while_receiver_is_down_then_flush_delivers(keyfiles, capsys
     assert code != 0 and out.count("sealed  ") == 2 and "stay in the outbox" in err
     assert Outbox(outbox).counts()["pending"] == 2
 
-    proc = start_serve(keyfiles, port)
+    proc = start_serve(keyfiles, port, tls)
     try:
         assert main(["send", "--flush", *send, "-q"]) == 0
         out, _ = capsys.readouterr()

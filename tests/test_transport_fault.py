@@ -15,7 +15,7 @@ from radseal.transport.drill import run_fault_drill
 
 @pytest.mark.slow
 def test_every_image_stored_exactly_once_despite_kills_and_cuts(tmp_path):
-    result = run_fault_drill(tmp_path, n_images=30, senders=2, kills=3, cut_probability=0.25, seed=11)
+    result = run_fault_drill(tmp_path, n_images=30, senders=2, kills=3, cut_probability=0.5, seed=11)
     assert result.ok, result.problems
     assert result.kills == 3 and result.receiver_starts == 5  # 1 + 3 restarts + the final recovery start
     assert result.proxy_cuts > 0 and result.retries > 0

@@ -95,14 +95,16 @@ class FlakyProxy:
     answered as a duplicate).
     """
 
-    def __init__(self, target_port: int, cut_probability: float = 0.2, seed: int = 0, cut_window: int = 40000) -> None:
+    def __init__(self, target_port: int, cut_probability: float = 0.2, seed: int = 0, cut_window: int = 3000) -> None:
         self.target_port = target_port
         self.cut_window = cut_window
         self.cut_probability = cut_probability
         self._rng = random.Random(seed)
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
-        self.cuts = 0
+        self.cuts = 0  # connections actually cut (their byte limit was reached)
+        self.request_cuts = 0
+        self.response_cuts = 0
         self.connections = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -117,23 +119,23 @@ class FlakyProxy:
                 continue
             except OSError:
                 return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:  # receiver down: the client sees the connection close at once
+                client.close()
+                continue
             self.connections += 1
             up_limit = down_limit = None
             if self._rng.random() < self.cut_probability:
-                # Byte counts over the connection's life (it carries several requests).
-                self.cuts += 1
+                # Byte counts over the connection's life (it may carry several requests).
                 if self._rng.random() < 0.5:
                     up_limit = self._rng.randint(0, self.cut_window)
                 else:
-                    down_limit = self._rng.randint(0, self.cut_window // 4)
-            threading.Thread(target=self._serve, args=(client, up_limit, down_limit), daemon=True).start()
+                    down_limit = self._rng.randint(0, self.cut_window // 4)  # a receipt is ~600 bytes
+            threading.Thread(target=self._serve, args=(client, upstream, up_limit, down_limit), daemon=True).start()
 
-    def _serve(self, client: socket.socket, up_limit: int | None, down_limit: int | None) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-        except OSError:
-            client.close()
-            return
+    def _serve(self, client: socket.socket, upstream: socket.socket, up_limit: int | None, down_limit: int | None) -> None:
         done = threading.Event()
 
         def close_both() -> None:
@@ -154,6 +156,11 @@ class FlakyProxy:
                         break
                     if limit is not None and sent + len(chunk) > limit:
                         dst.sendall(chunk[: max(0, limit - sent)])
+                        self.cuts += 1
+                        if src is client:
+                            self.request_cuts += 1
+                        else:
+                            self.response_cuts += 1
                         break
                     dst.sendall(chunk)
                     sent += len(chunk)
@@ -288,6 +295,8 @@ class DrillResult:
     receiver_starts: int
     proxy_connections: int
     proxy_cuts: int
+    proxy_request_cuts: int
+    proxy_response_cuts: int
     retries: int
     seconds: float
     delivered: int
@@ -442,7 +451,8 @@ def run_fault_drill(
     log_text = (work / "receiver.log").read_text(errors="replace")
     return DrillResult(
         images=n_images, senders=senders, kills=kills_done[0], receiver_starts=receiver.starts,
-        proxy_connections=proxy.connections, proxy_cuts=proxy.cuts, retries=retries[0],
+        proxy_connections=proxy.connections, proxy_cuts=proxy.cuts,
+        proxy_request_cuts=proxy.request_cuts, proxy_response_cuts=proxy.response_cuts, retries=retries[0],
         seconds=round(seconds, 2), delivered=delivered, index_rows=len(rows), stored_objects=len(files),
         archived=archived, duplicates_in_store=duplicates, pixel_mismatches=mismatches,
         duplicate_answers=log_text.count(" duplicate message="),

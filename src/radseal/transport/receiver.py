@@ -63,12 +63,12 @@ from radseal.seal import (
 from radseal.transport.errors import StoreError
 from radseal.transport.files import durable_write, sweep_partial_files
 from radseal.transport.index import ReceiptIndex
+from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
 from radseal.transport.stores import Store, StoredObject
 
 log = logging.getLogger("radseal.receiver")
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-MESSAGES_PATH = "/v1/messages"
 Diagnose = Callable[[Image], dict]
 
 
@@ -289,7 +289,7 @@ def create_app(
     app = FastAPI(title="radseal receiver", version=_version(), docs_url=None, redoc_url=None)
     app.state.receiver = receiver
 
-    @app.get("/healthz")
+    @app.get(HEALTH_PATH)
     async def healthz() -> dict:
         return {"status": "ok", "store": store.kind, "version": _version()}
 
@@ -313,7 +313,7 @@ def create_app(
             receipt["ratio"],
             1000 * (time.perf_counter() - started),
         )
-        return JSONResponse(receipt, headers={"Radseal-Duplicate": "true" if duplicate else "false"})
+        return JSONResponse(receipt, headers={DUPLICATE_HEADER: "true" if duplicate else "false"})
 
     return app
 

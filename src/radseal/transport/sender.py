@@ -31,7 +31,7 @@ import httpx
 
 from radseal.transport.errors import DeliveryError
 from radseal.transport.outbox import Outbox, OutboxEntry
-from radseal.transport.receiver import MESSAGES_PATH
+from radseal.transport.protocol import MESSAGE_ID_HEADER, MESSAGES_PATH
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -121,7 +121,10 @@ class Sender:
         """One POST; the receipt, or :class:`_Retry` / :class:`_Refused`."""
         try:
             response = self._client.post(
-                self.url, content=entry.sealed, headers={"Content-Type": "application/octet-stream"}
+                self.url,
+                content=entry.sealed,
+                # The id is also inside the container; in a header, a load balancer can route on it.
+                headers={"Content-Type": "application/octet-stream", MESSAGE_ID_HEADER: entry.message_id},
             )
         except httpx.HTTPError as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
