@@ -171,3 +171,12 @@ def test_bad_arguments_to_seal():
         seal(b"x", receiver.public_key(), device, created=-1)
     with pytest.raises(ValueError):
         ReceiverKey.generate("rsa")
+
+
+def test_open_sealed_checks_key_types():
+    receiver, device = ReceiverKey.generate(), DeviceKey.generate()
+    data = seal(b"x", receiver.public_key(), device)
+    with pytest.raises(TypeError, match="DevicePublicKey"):
+        open_sealed(data, receiver, ["device.pub"])
+    with pytest.raises(TypeError, match="ReceiverKey"):
+        open_sealed(data, [receiver.public_key()], [device.public_key()])

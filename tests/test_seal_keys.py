@@ -148,3 +148,23 @@ def test_public_key_equality():
     r = ReceiverKey.generate()
     assert r.public_key() == r.public_key() and isinstance(r.public_key(), ReceiverPublicKey)
     assert r.public_key() != ReceiverKey.generate().public_key()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from radseal.seal.keys import parse_private_key, parse_public_key  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(["PRIVATE KEY", "PUBLIC KEY", "ENCRYPTED PRIVATE KEY", "X"]),
+       st.booleans())
+def test_garbage_key_files_raise_key_file_errors(junk, label, wrap):
+    import base64
+
+    data = (f"-----BEGIN {label}-----\n".encode() + base64.encodebytes(junk) + f"-----END {label}-----\n".encode()
+            if wrap else junk)
+    with pytest.raises(KeyFileError):
+        parse_private_key(data, "pw" if "ENCRYPTED" in label else None)
+    with pytest.raises(KeyFileError):
+        parse_public_key(data)

@@ -91,9 +91,12 @@ def seal(
 
 
 def _as_list(items, kind) -> list:
-    if isinstance(items, kind):
-        return [items]
-    return list(items)
+    """One key or an iterable of keys, each checked (a path here is a caller's bug)."""
+    items = [items] if isinstance(items, kind) else list(items)
+    for item in items:
+        if not isinstance(item, kind):
+            raise TypeError(f"expected {kind.__name__} objects, got {type(item).__name__} (load key files first)")
+    return items
 
 
 def open_sealed(
