@@ -6,6 +6,15 @@ import argparse
 import shlex
 import sys
 
+EVALUATE_EXAMPLES = """examples:
+  radseal evaluate --out /tmp/eval                          # every codec on ../shared/data/cxr/test
+  radseal evaluate --data DIR --out /tmp/eval --limit 20 --codecs radseal,jpeg2000
+  radseal evaluate --out /tmp/eval --codecs radseal --qualities 2,6,10,14 --bpp 0.1,0.267,0.5
+
+Images are compressed at native resolution; the classifier sees its fixed-size
+view of each reconstruction. A run resumes from OUT/records.jsonl unless --fresh.
+"""
+
 TRAIN_EXAMPLES = """examples:
   radseal train-classifier                       # ../shared/data/cxr/train -> shipped weights
   radseal train-classifier --data DIR --out /tmp/clf --epochs 10
@@ -13,6 +22,32 @@ TRAIN_EXAMPLES = """examples:
 
 
 def register(sub) -> None:
+    e = sub.add_parser(
+        "evaluate",
+        help="measure rate, distortion and diagnostic fidelity of every codec; write an HTML report",
+        description=(
+            "Compress each image with radseal's codec at each quality level, each baseline codec at a "
+            "ladder of matched bit rates, and the paper's autoencoder; measure bpp, compression ratio, "
+            "PSNR, MS-SSIM, and whether the shipped pneumonia classifier still says the same thing "
+            "(label agreement, probability change, accuracy and AUC against the originals). Writes "
+            "report.html (self-contained), report.md, results.json, records.jsonl and PNG plots to OUT."
+        ),
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("--data", help="data folder: {train,test}/{NORMAL,PNEUMONIA}/ or a flat folder of images (default ../shared/data/cxr)")
+    e.add_argument("--out", required=True, help="output folder for the report")
+    e.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default test); 'all' for a flat folder")
+    e.add_argument("--limit", type=int, help="evaluate only N images (classes alternated so the subset stays balanced)")
+    e.add_argument("--codecs", help="comma-separated: radseal, paper and baseline names (default: all available)")
+    e.add_argument("--qualities", help="radseal codec quality levels, comma-separated (default: 5 spread over its range)")
+    e.add_argument("--bpp", help="bit-rate ladder for the baselines, comma-separated (default 0.1,0.15,0.2,0.267,0.4,0.8)")
+    e.add_argument("--samples", type=int, default=2, help="images shown in the sample panels (default 2)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
+    e.add_argument("--fresh", action="store_true", help="ignore OUT/records.jsonl from an earlier run")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_evaluate)
+
     p = sub.add_parser(
         "train-classifier",
         help="train the pneumonia classifier whose weights radseal ships",
@@ -32,6 +67,48 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train_classifier)
+
+
+def _csv(text: str | None, kind, what: str) -> list | None:
+    from radseal.evaluate.codecs import EvaluationError
+
+    if not text:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EvaluationError(f"{what}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+
+def _evaluate(args) -> int:
+    from radseal.evaluate.codecs import DEFAULT_BPP_LADDER, EvaluationError, build_codecs
+    from radseal.evaluate.report import evaluate
+    from radseal.evaluate.runner import EvalConfig
+
+    ladder = _csv(args.bpp, float, "--bpp") or list(DEFAULT_BPP_LADDER)
+    if any(b <= 0 for b in ladder):
+        raise EvaluationError("--bpp values must be positive")
+    if args.bootstrap < 10:
+        raise EvaluationError("--bootstrap must be at least 10")
+    codecs = build_codecs(_csv(args.codecs, str, "--codecs"), _csv(args.qualities, int, "--qualities"), ladder)
+    command = " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]])
+    config = EvalConfig(
+        data=args.data, out=args.out, split=None if args.split == "all" else args.split, limit=args.limit,
+        samples=args.samples, fresh=args.fresh, progress=not args.quiet, command=command,
+    )
+    results = evaluate(config, codecs, n_boot=args.bootstrap)
+    s = results["summary"]
+    print(f"report: {args.out}/report.html ({s['images']} images, {len(s['codecs'])} codecs)")
+    if s["original"]:
+        o = s["original"]
+        print(f"originals: accuracy {o['accuracy']:.3f}, AUC {o['auc']:.3f}")
+    for c in s["codecs"]:
+        t = c["at_target"]
+        if t:
+            auc = "" if t.get("auc_delta") is None else f", AUC change {t['auc_delta']:+.3f}"
+            print(f"{c['name']:>10} near {s['target_ratio']:.0f}:1: {t['setting']} {t['bpp']:.3f} bpp, "
+                  f"agreement {100 * t['agreement']:.1f}%{auc}, {'meets' if t['meets_targets'] else 'misses'} targets")
+    return 0
 
 
 def _train_classifier(args) -> int:
