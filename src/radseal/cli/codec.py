@@ -1,5 +1,89 @@
-"""Subcommands (filled in by their package's work)."""
+"""``radseal train-codec``: train (or resume training) the learned codec."""
+
+from __future__ import annotations
+
+import argparse
+import json
 
 
 def register(sub) -> None:
-    return None
+    p = sub.add_parser(
+        "train-codec",
+        help="train the learned codec (resumable; data-parallel under torchrun)",
+        description=(
+            "Train the variable-rate learned codec on random crops of DATA/train plus the left halves "
+            "of the pydicom-data radiographs RG1 and RG3. Checkpoints (with optimizer state) go to "
+            "OUT/last.pt every few minutes and a JSON line per --log-every steps to OUT/train.log; "
+            "--resume continues from OUT/last.pt. Under torchrun each process trains on its own crops "
+            "and gradients are averaged (gloo on CPU, nccl on GPU)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal train-codec --data ../shared/data/cxr --out runs/codec --steps 50000\n"
+            "  radseal train-codec --out runs/codec --resume --steps 80000\n"
+            "  torchrun --nproc_per_node 4 -m radseal train-codec --out runs/codec --steps 50000\n"
+            "  radseal export-codec runs/codec/last.pt --out src/radseal/weights/codec"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", help="folder with train/{NORMAL,PNEUMONIA} images (default: ../shared/data/cxr)")
+    p.add_argument("--out", default="runs/codec", help="checkpoint and log folder (default: runs/codec)")
+    p.add_argument("--steps", type=int, default=100_000, help="total optimizer steps to reach (default: 100000)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (architecture from the checkpoint)")
+    p.add_argument("--batch", type=int, default=8, help="crops per step and process (default: 8)")
+    p.add_argument("--crop", type=int, default=128, help="crop side in pixels, a multiple of 64 (default: 128)")
+    p.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: 2e-4)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads per process (default: 2)")
+    p.add_argument("--checkpoint-every", type=float, default=180.0, help="seconds between checkpoints (default: 180)")
+    p.add_argument("--log-every", type=int, default=50, help="steps between log lines (default: 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--synthetic", action="store_true", help="train on small generated images (smoke tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "export-codec",
+        help="turn a training checkpoint into shipped codec weights",
+        description=(
+            "Build the integer probability tables and the integer hyper-synthesis from a training "
+            "checkpoint and write weights + a JSON record (steps, time, data, command) to OUT."
+        ),
+        epilog="example:\n  radseal export-codec runs/codec/last.pt --out src/radseal/weights/codec",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("checkpoint", help="training checkpoint (OUT/last.pt of train-codec)")
+    e.add_argument("--out", default=None, help="weights folder (default: the package's shipped weights folder)")
+    e.add_argument("--model-id", default=None, help="model id to record (default: the registry's current id)")
+    e.set_defaults(func=run_export)
+
+
+def run_train(args) -> int:
+    from radseal.codec.errors import CodecError
+    from radseal.codec.train import TrainConfig, train
+
+    if args.crop % 64:
+        raise CodecError(f"--crop must be a multiple of 64, got {args.crop}")
+    cfg = TrainConfig(
+        data=args.data,
+        out=args.out,
+        steps=args.steps,
+        batch=args.batch,
+        crop=args.crop,
+        lr=args.lr,
+        threads=args.threads,
+        seed=args.seed,
+        checkpoint_every_s=args.checkpoint_every,
+        log_every=args.log_every,
+        synthetic=args.synthetic,
+    )
+    path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def run_export(args) -> int:
+    from radseal.codec.export import export_checkpoint
+
+    info = export_checkpoint(args.checkpoint, out_dir=args.out, model_id=args.model_id)
+    print(json.dumps(info, indent=2))
+    return 0
