@@ -211,7 +211,8 @@ class ReceiverProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"receiver exited with status {self.proc.returncode}; see {self.log_path}")
+                tail = self.log_path.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"receiver exited with status {self.proc.returncode}; log ends:\n{tail}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return
@@ -371,6 +372,12 @@ def run_fault_drill(
     retries = [0]
     done = threading.Event()
     kills_done = [0]
+    start_failures: list[str] = []
+    abort = threading.Event()
+
+    def sleep_unless_aborted(seconds: float) -> None:
+        if abort.wait(seconds):
+            raise _Aborted()
 
     # Kill at random points of the run: after a random number of stored
     # messages, plus a random few milliseconds (often mid-request).
@@ -387,15 +394,25 @@ def run_fault_drill(
             kills_done[0] += 1
             say(f"killed the receiver after about {threshold} stored ({kills_done[0]}/{kills})")
             time.sleep(rng.uniform(0.0, 0.3))
-            receiver.start()
+            try:
+                receiver.start()
+            except RuntimeError as exc:
+                start_failures.append(str(exc))
+                abort.set()
+                return
 
     def send(outbox: Outbox, k: int) -> None:
-        policy = RetryPolicy(base=0.05, cap=0.5, max_attempts=None)
-        with Sender(f"http://127.0.0.1:{proxy.port}", outbox, retry=policy, timeout=10.0, rng=random.Random(seed + k)) as sender:
+        # Bounded, so that a receiver that cannot restart ends the drill with a report, not a hang.
+        policy = RetryPolicy(base=0.05, cap=0.5, max_attempts=240)
+        with Sender(f"http://127.0.0.1:{proxy.port}", outbox, retry=policy, timeout=10.0,
+                    rng=random.Random(seed + k), sleep=sleep_unless_aborted) as sender:
             def on_retry(*_args) -> None:
                 retries[0] += 1
 
-            sender.flush(on_retry=on_retry)
+            try:
+                sender.flush(on_retry=on_retry)
+            except _Aborted:
+                pass
 
     started = time.perf_counter()
     killer_thread = threading.Thread(target=killer, daemon=True)
@@ -413,12 +430,15 @@ def run_fault_drill(
     # A last crash and restart: partial files left by SIGKILLs are swept on start.
     receiver.kill()
     before = len(partial_files(store_dir)) + len(partial_files(work / "state"))
-    receiver.start()
+    try:
+        receiver.start()
+    except RuntimeError as exc:
+        start_failures.append(str(exc))
     receiver.stop()
     after = len(partial_files(store_dir)) + len(partial_files(work / "state"))
 
     say("checking the store")
-    problems: list[str] = []
+    problems: list[str] = [f"receiver failed to restart: {f}" for f in start_failures]
     index = ReceiptIndex(index_path)
     rows = index.rows()
     store = FolderStore(store_dir)
@@ -459,6 +479,10 @@ def run_fault_drill(
         partial_files_swept=sum(int(m) for m in re.findall(r"removed (\d+) partial file", log_text)),
         partial_files_before_recovery=before, partial_files_after_recovery=after, problems=problems,
     )
+
+
+class _Aborted(Exception):
+    pass
 
 
 def _count_rows(index_path: Path) -> int:

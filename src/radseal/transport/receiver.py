@@ -18,17 +18,16 @@ two receivers racing) still ends as one object.
 
 Errors answer ``{"error": CODE, "detail": TEXT}``:
 
-====  ====================  ===============================================
-400   ``malformed``         not a radseal container, or a broken one
-403   ``unknown_sender``    signed by a device key that is not trusted
-413   ``too_large``         body over the configured limit (checked while reading)
-421   ``wrong_recipient``   sealed for another receiver key ("misdirected")
-422   ``not_authentic``     signature or ciphertext does not verify (tampered)
-422   ``undecodable``       authentic, but the image cannot be decoded
-                            (the sealed bytes stay archived for a later decode)
-503   ``store_unavailable`` the store refused or is down: retry later
-503   ``archive_unavailable`` the archive folder cannot be written (disk full)
-====  ====================  ===============================================
+* 400 ``malformed``: not a radseal container, or a broken one;
+* 403 ``unknown_sender``: signed by a device key that is not trusted;
+* 413 ``too_large``: body over the configured limit (checked while reading);
+* 421 ``wrong_recipient``: sealed for another receiver key ("misdirected");
+* 422 ``not_authentic``: signature or ciphertext does not verify (tampered);
+  422 rather than 401, which in HTTP asks for credentials;
+* 422 ``undecodable``: authentic, but the image cannot be decoded (the sealed
+  bytes stay archived for a later decode);
+* 503 ``store_unavailable`` / ``archive_unavailable``: the store is down or
+  refusing, the archive cannot be written: the sender retries later.
 
 Log lines name the message id, the sender key id, sizes and the outcome,
 never patient data (names, ids, file names live only inside the sealed body).
