@@ -268,11 +268,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         weight = (1.0 / level_ema[nearest]).to(device)
         loss = ((lam.to(device) * 255.0**2 * mse_g + bpp_g) * weight).mean()
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            continue  # a rare numerical blow-up: skip the batch rather than poison the weights
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        # A rare numerical blow-up: skip the update rather than poison the weights. The norm is
+        # taken after DDP's all-reduce, so every process makes the same decision.
+        if torch.isfinite(grad_norm):
+            opt.step()
         with torch.no_grad():
             per_cpu = per.detach().cpu()
             for i in range(cfg.batch):
