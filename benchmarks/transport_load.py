@@ -150,7 +150,7 @@ def main() -> int:
         f"Command: `{command}` (Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other jobs, "
         f"load average at the end {os.getloadavg()[0]:.1f}).",
         "",
-        f"Loopback only. {record['receiver']}; {record['image']}. Each concurrent sender is a thread with its own "
+        f"Loopback only. {record['receiver'][0].upper() + record['receiver'][1:]}; {record['image']}. Each concurrent sender is a thread with its own "
         "outbox (SQLite, fsync'd) and HTTP connection; latency runs from the start of a delivery to a checked "
         "receipt with the outbox updated. The receiver's path per message: verify + open, archive (fsync), decode, "
         "derived DICOM written (fsync), index row (fsync).",

@@ -113,3 +113,11 @@ def test_receiver_stores_into_orthanc_once(empty_orthanc, keys, tmp_path):
         stored = pydicom.dcmread(io.BytesIO(store.get(receipt["sop_instance_uid"])))
         assert np.array_equal(stored.pixel_array, local.image.pixels)
         assert stored.LossyImageCompression == "01"
+
+
+def test_check_names_the_version_and_fails_clearly_without_orthanc(orthanc):
+    assert OrthancStore(orthanc).check()
+    from radseal.transport.errors import StoreError
+
+    with pytest.raises(StoreError, match="unreachable"):
+        OrthancStore(f"http://127.0.0.1:{free_port()}", timeout=2).check()

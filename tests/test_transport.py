@@ -252,3 +252,14 @@ def test_failing_diagnosis_does_not_lose_the_image(setup, keys, codec, images):
 
     answer = make(diagnose=diagnose).post("/v1/messages", content=seal(images[3], keys, codec))
     assert answer.status_code == 200 and answer.json()["diagnosis"] is None and store.count() == 1
+
+
+def test_default_diagnose_uses_the_shipped_classifier(images):
+    from radseal.transport.receiver import default_diagnose
+
+    diagnose = default_diagnose()
+    if diagnose is None:
+        pytest.skip("the shipped pneumonia classifier is not available here")
+    result = diagnose(images[0])
+    assert 0.0 <= result["probability"] <= 1.0 and result["label"] in (0, 1)
+    assert result["name"] in ("NORMAL", "PNEUMONIA")

@@ -150,3 +150,10 @@ def test_send_queues_while_receiver_is_down_then_flush_delivers_over_tls(keyfile
     assert FolderStore(keyfiles / "store").count() == 2
     assert ReceiptIndex(keyfiles / "state" / "index.sqlite").count() == 2
     assert Outbox(outbox).counts() == {"pending": 0, "delivered": 2, "rejected": 0}
+
+
+def test_serve_fails_at_start_when_orthanc_is_unreachable(keyfiles, capsys):
+    code = main(["serve", "--key", str(keyfiles / "receiver.key"), "--trust", str(keyfiles / "devices"),
+                 "--store", f"orthanc+http://127.0.0.1:{free_port()}", "--state", str(keyfiles / "state")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("radseal: error: Orthanc at") and "unreachable" in err

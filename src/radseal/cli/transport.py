@@ -58,6 +58,8 @@ def _serve(args: argparse.Namespace) -> int:
     keys = [load_receiver_key(path, passphrase) for path in args.key]
     trusted = load_trusted(args.trust)
     store = open_store(args.store)
+    if hasattr(store, "check"):
+        store.check()  # fail at start, not on the first image, when Orthanc is unreachable
     state = Path(args.state)
     codec = _load_codec()
     diagnose = default_diagnose() if args.diagnosis == "auto" else None

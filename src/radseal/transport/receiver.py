@@ -36,6 +36,7 @@ never patient data (names, ids, file names live only inside the sealed body).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -113,9 +114,11 @@ class Receiver:
     codec: Any = None
     diagnose: Diagnose | None = None
     open_image: Callable | None = None  # radseal.pipeline.open_image unless given
+    max_decodes: int | None = None  # concurrent decodes (memory and CPU bound); default: CPU count
     _locks: _KeyedLocks = field(default_factory=_KeyedLocks)
 
     def __post_init__(self) -> None:
+        self._decode_slots = threading.BoundedSemaphore(self.max_decodes or os.cpu_count() or 2)
         if self.open_image is None:
             from radseal.pipeline import open_image
 
@@ -152,7 +155,8 @@ class Receiver:
             except OSError as exc:
                 raise Rejected(503, "archive_unavailable", f"cannot archive the message ({exc.strerror or exc})") from None
             try:
-                result = self.open_image(data, self.keys, self.trusted, codec=self.codec)
+                with self._decode_slots:
+                    result = self.open_image(data, self.keys, self.trusted, codec=self.codec)
             except Exception as exc:  # the codec's errors are many; the message stays archived
                 raise Rejected(422, "undecodable", f"authentic message could not be decoded ({type(exc).__name__})") from None
             image: Image = result.image
@@ -261,6 +265,7 @@ def create_app(
     codec: Any = None,
     diagnose: Diagnose | None = None,
     open_image: Callable | None = None,
+    max_decodes: int | None = None,
 ) -> FastAPI:
     """The receiver's ASGI app.
 
@@ -271,7 +276,8 @@ def create_app(
     next to the index); ``max_body``: largest accepted body in bytes;
     ``codec``: the codec for decoding (default: the pipeline's);
     ``diagnose``: optional ``Image -> dict`` hook whose result joins the
-    receipt and the index (e.g. :func:`default_diagnose`).
+    receipt and the index (e.g. :func:`default_diagnose`);
+    ``max_decodes``: how many images may be decoded at once (default: CPU count).
     """
     index_path = Path(index_path)
     receiver = Receiver(
@@ -283,6 +289,7 @@ def create_app(
         codec=codec,
         diagnose=diagnose,
         open_image=open_image,
+        max_decodes=max_decodes,
     )
     receiver.recover()
     app = FastAPI(title="radseal receiver", version=_version(), docs_url=None, redoc_url=None)

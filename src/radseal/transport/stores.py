@@ -147,6 +147,16 @@ class OrthancStore:
             raise StoreError(f"Orthanc did not store the object (status {status!r})")
         return f"orthanc:{answer['ID']}"
 
+    def check(self) -> str:
+        """Orthanc's version, or :class:`StoreError` when it does not answer as Orthanc."""
+        response = self._request("GET", "/system")
+        if response.status_code != 200:
+            raise StoreError(f"Orthanc at {self.url}: GET /system answered HTTP {response.status_code}")
+        try:
+            return str(response.json()["Version"])
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(f"{self.url} does not answer like Orthanc (GET /system)") from None
+
     def count(self) -> int:
         response = self._request("GET", "/statistics")
         if response.status_code != 200:
