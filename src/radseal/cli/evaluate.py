@@ -115,8 +115,8 @@ def _train_classifier(args) -> int:
     from radseal.diagnosis.train import TrainConfig, train_classifier
     from radseal.errors import RadsealError
 
-    if args.epochs < 1 or args.size < 32:
-        raise RadsealError("--epochs must be >= 1 and --size >= 32")
+    if args.epochs < 1 or args.size < 64:
+        raise RadsealError("--epochs must be >= 1 and --size >= 64 (the network pools by 64)")
     cfg = TrainConfig(epochs=args.epochs, size=args.size, seed=args.seed, threads=args.threads)
     command = " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]])
     result = train_classifier(args.data, args.out, cfg, progress=not args.quiet, command=command)

@@ -113,13 +113,16 @@ def _encode(args: argparse.Namespace) -> int:
     recipient = load_receiver_public_key(args.to)
     signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
     img = read_image(args.input)
+    quality = args.quality
+    if getattr(args, "preserve_diagnosis", False):
+        quality = _preserve_diagnosis(args, img)
     if args.insecure_paper_cipher:
         print(
             "radseal: WARNING: --insecure-paper-cipher writes suite 0xF0: the body travels WITHOUT "
             "encryption (the paper's scheme gives no confidentiality); for reproduction only",
             file=sys.stderr,
         )
-    sealed = seal_image(img, recipient, signer, quality=args.quality, bpp=args.bpp,
+    sealed = seal_image(img, recipient, signer, quality=quality, bpp=args.bpp,
                         insecure_paper_cipher=args.insecure_paper_cipher)
     data = sealed.data
     try:
@@ -134,6 +137,22 @@ def _encode(args: argparse.Namespace) -> int:
     print(f"  for receiver {recipient.key_id} ({recipient.kem}), signed by device {signer.key_id}")
     print(f"  compress {st['compress_s'] * 1e3:.0f} ms, seal {st['seal_s'] * 1e3:.1f} ms")
     return 0
+
+
+def _preserve_diagnosis(args: argparse.Namespace, img) -> int:
+    """The lowest codec quality that keeps the classifier's diagnosis (radseal.diagnosis.preserve)."""
+    from radseal.diagnosis.classifier import Classifier
+    from radseal.diagnosis.preserve import choose_quality, describe
+    from radseal.pipeline import default_codec
+
+    if args.quality is not None or args.bpp is not None:
+        raise UsageError("--preserve-diagnosis chooses the quality itself; drop --quality/--bpp")
+    choice = choose_quality(img, default_codec(), Classifier.pretrained(), prob_tolerance=args.prob_tolerance, psnr_floor=args.psnr_floor)
+    for line in describe(choice):
+        print(line)
+    if not choice.passed:
+        print("radseal: WARNING: no quality level keeps the diagnosis; sending the highest", file=sys.stderr)
+    return choice.quality
 
 
 # --------------------------------------------------------------------------- decode
@@ -242,7 +261,8 @@ def register(sub) -> None:
         epilog=(
             "examples:\n"
             "  radseal encode chest.dcm --to keys/hospital.pub --sign keys/xray-unit-7.key -o chest.rsl\n"
-            "  radseal encode chest.png --to keys/hospital.pub --sign keys/xray-unit-7.key --bpp 0.3 -o chest.rsl"
+            "  radseal encode chest.png --to keys/hospital.pub --sign keys/xray-unit-7.key --bpp 0.3 -o chest.rsl\n"
+            "  radseal encode chest.dcm --to keys/hospital.pub --sign keys/xray-unit-7.key --preserve-diagnosis -o chest.rsl"
         ),
         formatter_class=raw,
     )
@@ -252,6 +272,13 @@ def register(sub) -> None:
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
     p.add_argument("--quality", type=int, metavar="Q", help="codec quality level (integer; higher keeps more detail; default: the codec's default)")
     p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
+    p.add_argument("--preserve-diagnosis", action="store_true",
+                   help="choose the lowest quality whose reconstruction keeps the pneumonia classifier's label, "
+                        "keeps its probability within --prob-tolerance and stays above --psnr-floor; prints the choice and why")
+    p.add_argument("--prob-tolerance", type=float, default=0.05, metavar="P",
+                   help="with --preserve-diagnosis: largest allowed change of the pneumonia probability (default 0.05)")
+    p.add_argument("--psnr-floor", type=float, default=38.0, metavar="DB",
+                   help="with --preserve-diagnosis: lowest allowed PSNR in dB at the image's own peak (default 38)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.rsl", help="sealed container to write")
     p.add_argument("--insecure-paper-cipher", action="store_true",
                    help="write the paper baseline's INSECURE suite 0xF0 (no encryption; reproduction only)")

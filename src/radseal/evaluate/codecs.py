@@ -20,7 +20,8 @@ from radseal.image import Image
 
 # 30:1 on 8-bit data (Canadian guidance for CR chest): the rate every codec is judged at.
 TARGET_RATIO = 30.0
-DEFAULT_BPP_LADDER = (0.1, 0.15, 0.2, 0.267, 0.4, 0.8)
+# 100:1, 60:1, 30:1 and 15:1 on 8-bit data.
+DEFAULT_BPP_LADDER = (0.08, 0.133, 0.267, 0.533)
 
 
 class EvaluationError(RadsealError):
@@ -81,30 +82,62 @@ def default_qualities(available: Sequence[int], count: int = 5) -> list[int]:
 
 
 # -- classic baselines (radseal.baselines) -------------------------------------------------
+def _knob(baseline, high_depth: bool):
+    from radseal.evaluate.ratecontrol import Knob
+
+    sweep = baseline.sweep_high_depth if high_depth else baseline.sweep
+    integer = baseline.param_name == "quality"  # JPEG and AVIF take whole numbers
+    # JPEG XL's distance acts multiplicatively on the rate; the other knobs roughly linearly in log-rate.
+    return Knob(low=sweep[0], high=sweep[-1], integer=integer, log=baseline.param_name == "distance")
+
+
 def baseline_codec(name: str, ladder: Sequence[float]) -> CodecUnderTest:
-    from radseal import baselines
+    """A lossy baseline at each target of ``ladder`` (bpp), its knob searched per image."""
+    from radseal.baselines import get_baseline
+    from radseal.evaluate.ratecontrol import RateController
 
     try:
-        codec = baselines.get(name)
+        codec = get_baseline(name)
     except RadsealError as exc:
         raise EvaluationError(str(exc)) from None
+    if codec.lossless:
+        raise EvaluationError(f"baseline '{name}' is lossless; the evaluation compares lossy codecs at matched rates")
+    controllers: dict = {}
+
+    def compress(img: Image, s: Setting) -> bytes:
+        high = img.bits_stored > 8
+        ctl = controllers.setdefault((s.bpp, high), RateController(_knob(codec, high)))
+        data, _value = ctl.encode_at_bpp(lambda v: codec.compress(img, v), img.height * img.width, s.bpp)
+        return data
+
+    try:
+        import imagecodecs
+
+        version = imagecodecs.__version__
+    except ImportError:
+        version = ""
     return CodecUnderTest(
         name=name,
-        display=getattr(codec, "display_name", None) or getattr(codec, "name", name),
+        display=_BASELINE_NAMES.get(name, name),
         settings=[Setting(bpp_label(b), bpp=float(b)) for b in ladder],
-        compress=lambda img, s: codec.compress(img, bpp=s.bpp),
+        compress=compress,
         decompress=codec.decompress,
-        identity=f"{name}:{getattr(codec, 'version', '')}",
+        identity=f"{name}:imagecodecs-{version}",
+        notes=f"{codec.param_name} searched per image for the highest quality within the target rate",
+        extra={"controllers": controllers},
     )
 
 
-def baseline_names() -> list[str]:
-    try:
-        from radseal import baselines
+_BASELINE_NAMES = {"jpeg": "JPEG (libjpeg-turbo)", "jpeg2000": "JPEG 2000 (OpenJPEG)", "jpegxl": "JPEG XL (libjxl e7)", "avif": "AVIF (libaom)"}
 
-        return list(baselines.available())
-    except (ImportError, AttributeError):
+
+def baseline_names() -> list[str]:
+    """The lossy baselines that radseal.baselines provides (none if it is absent)."""
+    try:
+        from radseal.baselines import BASELINES
+    except ImportError:
         return []
+    return [n for n, b in BASELINES.items() if not b.lossless]
 
 
 # -- the paper's autoencoder ------------------------------------------------------------------
