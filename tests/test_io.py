@@ -186,3 +186,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_rewriting_pixels_leaves_the_source_dataset_alone(rg3_path):
+    from radseal.io import to_dataset
+
+    img = read_image(rg3_path)
+    rows_before = img.source.Rows
+    ds = to_dataset(img.with_pixels(img.pixels[:10, :10]))
+    assert ds.Rows == 10 and img.source.Rows == rows_before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from datetime import datetime, timezone
 from pathlib import Path
@@ -118,6 +119,7 @@ def secondary_capture(img: Image) -> Dataset:
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.Modality = "OT"
+    ds.Laterality = ""  # General Series, Type 2C: validators expect it present
     ds.ConversionType = "WSD"
     ds.PatientOrientation = ""
     ds.Manufacturer = "radseal"
@@ -128,7 +130,7 @@ def secondary_capture(img: Image) -> Dataset:
 def to_dataset(img: Image) -> Dataset:
     """The image as a DICOM dataset: its source with new pixels, or a Secondary Capture."""
     if isinstance(img.source, Dataset):
-        ds = img.source.copy()
+        ds = copy.deepcopy(img.source)  # a shallow copy would write through to the source
         set_pixels(ds, img)
         return ds
     return secondary_capture(img)
