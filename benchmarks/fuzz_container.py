@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--out", default="docs/results", help="results folder")
     args = parser.parse_args()
 
-    results = {"command": COMMAND, "python": platform.python_version(), "cryptography": cryptography.__version__,
+    results = {"command": " ".join([COMMAND, *sys.argv[1:]]), "python": platform.python_version(), "cryptography": cryptography.__version__,
                "suites": {}, "body": {}}
     all_failures = []
     t_all = time.perf_counter()
