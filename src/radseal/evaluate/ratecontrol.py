@@ -43,8 +43,8 @@ class RateController:
     """Per (codec, target): remembers where the last image's search ended."""
 
     knob: Knob
-    max_encodes: int = 8
-    close_enough: float = 0.95  # stop once the fitting stream uses this share of the budget
+    max_encodes: int = 6
+    close_enough: float = 0.9  # stop once the fitting stream uses this share of the budget
     last_t: float | None = None
     encodes: list[int] = field(default_factory=list)  # encodes spent per image (for the report)
 
