@@ -25,6 +25,7 @@ from radseal.io.dataset import Sample, list_samples, resolve_data_dir
 
 CROP = 384  # side of the native-resolution crop kept for the sample panels
 RECORDS = "records.jsonl"
+CROP_CACHE = ".crops"  # sample-panel crops of reconstructions, for resumed runs
 
 
 @dataclass
@@ -126,7 +127,8 @@ def run_evaluation(config: EvalConfig, codecs: Sequence[CodecUnderTest], classif
                 for setting in codec.settings:
                     key = _key(name, codec.name, codec.identity, setting.label)
                     rec = done.get(key)
-                    if rec is None or name in sample_ids:
+                    cached_crop = _load_crop(out, key) if name in sample_ids else None
+                    if rec is None or (name in sample_ids and cached_crop is None):
                         if img is None:
                             img = read_image(sample.path)
                         rec_new, recon = _measure(img, codec, setting, classifier, psnr, ms_ssim)
@@ -135,7 +137,9 @@ def run_evaluation(config: EvalConfig, codecs: Sequence[CodecUnderTest], classif
                                    "prob_original": base["prob"], "pred_original": base["pred"]}
                             _append(log, rec)
                         if name in sample_ids:
-                            crops[name][f"{codec.name}|{setting.label}"] = _crop(recon)
+                            cached_crop = _save_crop(out, key, _crop(recon))
+                    if cached_crop is not None:
+                        crops[name][f"{codec.name}|{setting.label}"] = cached_crop
                     records.append(rec)
                     bar.set_postfix_str(f"{codec.name} {setting.label}", refresh=False)
                     bar.update(1)
@@ -176,6 +180,34 @@ def _measure(img: Image, codec: CodecUnderTest, setting: Setting, classifier, ps
         "decode_s": t2 - t1,
     }
     return rec, recon
+
+
+def _crop_path(out: Path, key: str) -> Path:
+    import hashlib
+
+    return out / CROP_CACHE / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npy")
+
+
+def _load_crop(out: Path, key: str) -> np.ndarray | None:
+    path = _crop_path(out, key)
+    try:
+        return np.load(path).astype(np.float32)
+    except (OSError, ValueError):
+        return None
+
+
+def _save_crop(out: Path, key: str, crop: np.ndarray) -> np.ndarray:
+    """Keep a sample crop so a resumed run can draw its panels without encoding again."""
+    import io
+
+    from radseal.io.files import atomic_write
+
+    path = _crop_path(out, key)
+    path.parent.mkdir(exist_ok=True)
+    buf = io.BytesIO()
+    np.save(buf, crop.astype(np.float16))
+    atomic_write(path, buf.getvalue())
+    return crop
 
 
 def _append(log, rec: dict) -> None:
