@@ -63,6 +63,38 @@ class Codec:
         """
         if quality is not None and bpp is not None:
             raise CodecError("give quality or bpp, not both")
+        if bpp is None:
+            q = self.default_quality if quality is None else quality
+            return self.compress_qualities(img, [q])[q]
+        if not bpp > 0:
+            raise CodecError(f"bpp must be positive, got {bpp}")
+        encode = self._encoder(img)
+        budget = bpp * img.height * img.width / 8.0
+        lo_q, hi_q = self.qualities[0], self.qualities[-1]
+        best = encode(lo_q)
+        if len(best) > budget:
+            return best
+        lo_q += 1
+        while lo_q <= hi_q:  # binary search: highest quality that fits
+            mid = (lo_q + hi_q) // 2
+            data = encode(mid)
+            if len(data) <= budget:
+                best, lo_q = data, mid + 1
+            else:
+                hi_q = mid - 1
+        return best
+
+    def compress_qualities(self, img: Image, qualities) -> dict[int, bytes]:
+        """One stream per quality, sharing the analysis transform (for sweeps)."""
+        qs = list(qualities)
+        for q in qs:
+            if not isinstance(q, (int, np.integer)) or int(q) not in self.qualities:
+                raise CodecError(f"quality must be an integer in {self.qualities[0]}..{self.qualities[-1]}, got {q!r}")
+        encode = self._encoder(img)
+        return {int(q): encode(int(q)) for q in qs}
+
+    def _encoder(self, img: Image):
+        """Analyse ``img`` once; return quality -> bytes."""
         if not isinstance(img, Image):
             raise CodecError(f"compress expects a radseal Image, got {type(img).__name__}")
         h, w = img.shape
@@ -88,27 +120,7 @@ class Codec:
             )
             return bitstream.pack(header, self._encode_latent(y_raw, q))
 
-        if bpp is None:
-            q = self.default_quality if quality is None else int(quality)
-            if q not in self.qualities:
-                raise CodecError(f"quality must be one of {self.qualities[0]}..{self.qualities[-1]}, got {quality}")
-            return encode(q)
-        if not bpp > 0:
-            raise CodecError(f"bpp must be positive, got {bpp}")
-        budget = bpp * h * w / 8.0
-        lo_q, hi_q = self.qualities[0], self.qualities[-1]
-        best = encode(lo_q)
-        if len(best) > budget:
-            return best
-        lo_q += 1
-        while lo_q <= hi_q:  # binary search: highest quality that fits
-            mid = (lo_q + hi_q) // 2
-            data = encode(mid)
-            if len(data) <= budget:
-                best, lo_q = data, mid + 1
-            else:
-                hi_q = mid - 1
-        return best
+        return encode
 
     def decompress(self, data: bytes) -> Image:
         """Decode a stream made by :meth:`compress` into an Image at its native bit depth."""

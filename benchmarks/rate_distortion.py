@@ -1,0 +1,464 @@
+"""Rate-distortion benchmark: radseal's learned codec against the standard codecs.
+
+Measures, in one run on this machine:
+
+* chest X-rays from ``DATA/test`` (a documented, evenly spaced subset; 8-bit):
+  on copies offset by 4 pixels (first 4 rows and columns cut: no codec can
+  line up with the source JPEG's 8x8 grid; these are the figures to judge)
+  and, for the baselines, at native alignment too;
+* RG1 (15-bit chest CR) and RG3 (10-bit) from pydicom-data at native bit
+  depth: their *right halves*, which training never saw;
+* bpp (len(bytes) * 8 / pixels, headers included), PSNR at the image's own
+  peak, MS-SSIM; BD-rate (PSNR and MS-SSIM) of radseal against each
+  baseline over 0.1-1.0 bpp; encode and decode seconds per megapixel;
+* a 2048 x 2048 radiograph: encode + decode time of radseal and of
+  JPEG 2000 at matching PSNR, and peak memory (max RSS of a fresh process).
+
+Writes OUT/rate_distortion.{json,md,png}. Run:
+
+    python benchmarks/rate_distortion.py --images 8 --out docs/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BD_RANGE = (0.1, 1.0)
+LOSSY_BASELINES = ("jpeg", "jpeg2000", "jpegxl", "avif")
+LOSSLESS_BASELINES = ("jpegls", "jpegxl-lossless")
+NATIVE_BASELINES = ("jpeg", "jpeg2000", "jpegxl")
+
+
+def pick_images(data: Path, n: int) -> list[Path]:
+    from radseal.io.dataset import list_samples
+
+    samples = list_samples(data, "test")
+    chosen = []
+    for label in (0, 1):
+        cls = [s.path for s in samples if s.label == label]
+        k = n // 2 + (n % 2 if label == 0 else 0)
+        idx = np.linspace(0, len(cls) - 1, k).round().astype(int) if k else []
+        chosen += [cls[i] for i in idx]
+    return chosen
+
+
+def measure(img, data: bytes, out, enc_s: float | None, dec_s: float, with_msssim: bool) -> dict:
+    from radseal.evaluate.metrics import ms_ssim, psnr
+
+    rec = {
+        "bytes": len(data),
+        "bpp": len(data) * 8 / img.pixels.size,
+        "psnr": psnr(img.pixels, out.pixels, img.max_value),
+        "enc_s": enc_s,
+        "dec_s": dec_s,
+    }
+    if with_msssim and rec["bpp"] <= 2.0:  # MS-SSIM costs ~1 s per image: only where curves are drawn
+        rec["ms_ssim"] = ms_ssim(img.pixels, out.pixels, img.max_value)
+    return rec
+
+
+def run_image(img, name: str, dataset: str, codec, qualities, baselines, with_msssim: bool, rows: list) -> None:
+    from radseal.baselines import get_baseline
+
+    mp = img.pixels.size / 1e6
+    # radseal: one timed single-quality encode (for speed), the sweep sharing the analysis.
+    mid_q = qualities[len(qualities) // 2]
+    t = time.perf_counter()
+    codec.compress(img, quality=mid_q)
+    enc_mid = time.perf_counter() - t
+    streams = codec.compress_qualities(img, qualities)
+    for q, data in streams.items():
+        t = time.perf_counter()
+        out = codec.decompress(data)
+        dec = time.perf_counter() - t
+        rec = measure(img, data, out, enc_mid if q == mid_q else None, dec, with_msssim)
+        rows.append({"dataset": dataset, "image": name, "codec": "radseal", "param": q, "mp": mp, **rec})
+    for bname in baselines:
+        b = get_baseline(bname)
+        for p in b.params_for(img):
+            t = time.perf_counter()
+            data = b.compress(img, p)
+            enc = time.perf_counter() - t
+            t = time.perf_counter()
+            out = b.decompress(data)
+            dec = time.perf_counter() - t
+            ms = with_msssim and not b.lossless
+            rows.append({"dataset": dataset, "image": name, "codec": bname, "param": p, "mp": mp, **measure(img, data, out, enc, dec, ms)})
+
+
+def mean_curves(rows: list, dataset: str) -> dict:
+    """codec -> list of (param, mean bpp, mean psnr, mean ms_ssim) over the images."""
+    out: dict = {}
+    for codec in sorted({r["codec"] for r in rows if r["dataset"] == dataset}):
+        pts = []
+        params = []
+        for r in rows:
+            if r["dataset"] == dataset and r["codec"] == codec and r["param"] not in params:
+                params.append(r["param"])
+        for p in params:
+            sel = [r for r in rows if r["dataset"] == dataset and r["codec"] == codec and r["param"] == p]
+            ms = [r["ms_ssim"] for r in sel if r.get("ms_ssim") is not None]
+            pts.append(
+                {
+                    "param": p,
+                    "bpp": float(np.mean([r["bpp"] for r in sel])),
+                    "psnr": float(np.mean([r["psnr"] for r in sel])),
+                    "ms_ssim": float(np.mean(ms)) if len(ms) == len(sel) else None,
+                    "n": len(sel),
+                }
+            )
+        out[codec] = sorted(pts, key=lambda d: d["bpp"])
+    return out
+
+
+def _in_range(pts: list, key: str) -> tuple[list, list]:
+    sel = [p for p in pts if BD_RANGE[0] <= p["bpp"] <= BD_RANGE[1] and p.get(key) is not None and math.isfinite(p[key])]
+    return [p["bpp"] for p in sel], [p[key] for p in sel]
+
+
+def bd_rates(curves: dict, per_image_rows: list, dataset: str) -> dict:
+    from radseal.evaluate.metrics import bd_rate, ms_ssim_db
+
+    res = {}
+    if "radseal" not in curves:
+        return res
+    for base in curves:
+        if base == "radseal" or base in LOSSLESS_BASELINES:
+            continue
+        entry = {}
+        for key in ("psnr", "ms_ssim"):
+            def tr(v, key=key):
+                return ms_ssim_db(v) if key == "ms_ssim" else v
+
+            rr, qr = _in_range(curves[base], key)
+            rt, qt = _in_range(curves["radseal"], key)
+            entry[f"{key}_mean_curve"] = bd_rate(rr, [tr(v) for v in qr], rt, [tr(v) for v in qt]) if len(rr) > 1 and len(rt) > 1 else math.nan
+            per = []
+            for image in sorted({r["image"] for r in per_image_rows if r["dataset"] == dataset}):
+                def pts(c):
+                    return [r for r in per_image_rows if r["dataset"] == dataset and r["image"] == image and r["codec"] == c]
+
+                rr, qr = _in_range(pts(base), key)
+                rt, qt = _in_range(pts("radseal"), key)
+                if len(rr) > 1 and len(rt) > 1:
+                    v = bd_rate(rr, [tr(x) for x in qr], rt, [tr(x) for x in qt])
+                    if math.isfinite(v):
+                        per.append(v)
+            entry[f"{key}_per_image_median"] = float(np.median(per)) if per else math.nan
+            entry[f"{key}_images"] = len(per)
+        res[base] = entry
+    return res
+
+
+def timing_table(rows: list) -> dict:
+    out = {}
+    for codec in sorted({r["codec"] for r in rows}):
+        sel = [r for r in rows if r["codec"] == codec and r["dataset"] == "cxr_offset"]
+        enc = [r["enc_s"] / r["mp"] for r in sel if r["enc_s"] is not None]
+        dec = [r["dec_s"] / r["mp"] for r in sel]
+        out[codec] = {
+            "encode_s_per_mp_median": float(np.median(enc)) if enc else None,
+            "decode_s_per_mp_median": float(np.median(dec)) if dec else None,
+            "samples": len(sel),
+        }
+    return out
+
+
+# -- 2048 x 2048: time and peak memory in fresh processes ---------------------------------------
+def test_image_2048(data: Path):
+    """The largest test chest X-ray, reflect-padded/cropped to 2048 x 2048 (sizes read from headers only)."""
+    from PIL import Image as PILImage
+
+    from radseal.io import read_image
+    from radseal.io.dataset import list_samples
+
+    samples = list_samples(data, "test")
+
+    def area(s):
+        with PILImage.open(s.path) as im:
+            return im.size[0] * im.size[1]
+
+    biggest = max(samples, key=area)
+    img = read_image(biggest.path)
+    px = np.pad(img.pixels, ((0, max(0, 2048 - img.height)), (0, max(0, 2048 - img.width))), mode="reflect")[:2048, :2048]
+    return img.with_pixels(np.ascontiguousarray(px)), biggest.path.name
+
+
+def child(kind: str, param: str, data: str, threads: int) -> None:
+    """Run in a fresh process: encode + decode the 2048^2 image once, print JSON (peak RSS included)."""
+    from radseal.evaluate.metrics import psnr
+
+    img, name = test_image_2048(Path(data))
+    small = img.with_pixels(np.ascontiguousarray(img.pixels[:256, :256]))
+    if kind == "radseal":
+        import torch
+
+        torch.set_num_threads(threads)
+        from radseal.codec import Codec
+
+        codec = Codec.pretrained()
+        enc = lambda im: codec.compress(im, quality=int(param))  # noqa: E731
+        dec = codec.decompress
+    else:
+        from radseal.baselines import get_baseline
+
+        b = get_baseline(kind)
+        enc = lambda im: b.compress(im, float(param))  # noqa: E731
+        dec = b.decompress
+    dec(enc(small))  # warm-up on a small crop (first-call set-up costs)
+    t = time.perf_counter()
+    stream = enc(img)
+    t_enc = time.perf_counter() - t
+    t = time.perf_counter()
+    out = dec(stream)
+    t_dec = time.perf_counter() - t
+    print(
+        json.dumps(
+            {
+                "codec": kind,
+                "param": param,
+                "image": name,
+                "bpp": len(stream) * 8 / img.pixels.size,
+                "psnr": psnr(img.pixels, out.pixels, img.max_value),
+                "encode_s": t_enc,
+                "decode_s": t_dec,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def run_child(kind: str, param, data: Path, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, str(param), "--data", str(data), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def timing_2048(data: Path, quality: int, threads: int) -> dict:
+    rs = run_child("radseal", quality, data, threads)
+    # JPEG 2000 at matching quality: its knob is a target PSNR in dB; aim at radseal's PSNR.
+    j2 = run_child("jpeg2000", round(rs["psnr"], 2), data, threads)
+    ratio = (rs["encode_s"] + rs["decode_s"]) / (j2["encode_s"] + j2["decode_s"])
+    return {"radseal": rs, "jpeg2000": j2, "time_ratio_radseal_over_jpeg2000": ratio}
+
+
+# -- reporting --------------------------------------------------------------------------------
+def plot(curves_by_ds: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radseal.evaluate.metrics import ms_ssim_db
+
+    panels = [(ds, "psnr") for ds in curves_by_ds] + [("cxr_offset", "ms_ssim")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+    for ax, (ds, key) in zip(np.atleast_1d(axes), panels):
+        for codec, pts in curves_by_ds.get(ds, {}).items():
+            pts = [p for p in pts if p.get(key) is not None and math.isfinite(p[key]) and p["bpp"] <= 2.0]
+            if not pts:
+                continue
+            ys = [ms_ssim_db(p[key]) if key == "ms_ssim" else p[key] for p in pts]
+            ax.plot([p["bpp"] for p in pts], ys, "o-" if codec == "radseal" else ".--", label=codec, lw=2 if codec == "radseal" else 1)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("MS-SSIM (dB)" if key == "ms_ssim" else "PSNR (dB)")
+        ax.set_title(f"{ds} ({key})")
+        ax.axvspan(*BD_RANGE, color="0.93")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Rate-distortion: radseal learned codec vs standard codecs",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Run {result['started']} on this machine ({result['machine']}); model `{result['model']['model_id']}` "
+        f"({result['model']['bytes'] / 1e6:.2f} MB, {result['model']['training_steps']} training steps). "
+        f"Chest X-rays: {len(result['images'])} test images ({result['image_note']}). "
+        "RG1/RG3: right halves (held out from training), native bit depth.",
+        "",
+        "bpp = len(bytes) * 8 / pixels (headers included); PSNR at the image's own peak (2^bits - 1); values are means over images.",
+        "",
+        f"## BD-rate of radseal against each baseline ({BD_RANGE[0]}-{BD_RANGE[1]} bpp; negative = radseal needs fewer bits)",
+        "",
+        "| data | baseline | BD-rate PSNR (mean curve) | median per image | BD-rate MS-SSIM (mean curve) | median per image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for ds, table in result["bd_rate"].items():
+        for base, e in table.items():
+            def f(v):
+                return "n/a" if v is None or not math.isfinite(v) else f"{v:+.1f}%"
+
+            lines.append(
+                f"| {ds} | {base} | {f(e['psnr_mean_curve'])} | {f(e['psnr_per_image_median'])} ({e['psnr_images']} img) "
+                f"| {f(e.get('ms_ssim_mean_curve'))} | {f(e.get('ms_ssim_per_image_median'))} |"
+            )
+    lines += ["", "## Curves (mean over images)", ""]
+    for ds, curves in result["curves"].items():
+        lines += [f"### {ds}", "", "| codec | setting | bpp | PSNR dB | MS-SSIM |", "|---|---|---|---|---|"]
+        for codec, pts in curves.items():
+            for p in pts:
+                ms = "" if p.get("ms_ssim") is None else f"{p['ms_ssim']:.5f}"
+                ps = "lossless" if not math.isfinite(p["psnr"]) else f"{p['psnr']:.2f}"
+                lines.append(f"| {codec} | {p['param']} | {p['bpp']:.4f} | {ps} | {ms} |")
+        lines.append("")
+    lines += ["## Speed (chest X-rays, offset copies; median seconds per megapixel)", "", "| codec | encode s/MP | decode s/MP |", "|---|---|---|"]
+    for codec, t in result["timing"].items():
+        enc = "" if t["encode_s_per_mp_median"] is None else f"{t['encode_s_per_mp_median']:.3f}"
+        lines.append(f"| {codec} | {enc} | {t['decode_s_per_mp_median']:.3f} |")
+    t2 = result.get("timing_2048")
+    if t2:
+        lines += [
+            "",
+            "## 2048 x 2048 radiograph, encode + decode, fresh process each",
+            "",
+            "| codec | setting | bpp | PSNR dB | encode s | decode s | peak RSS MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for k in ("radseal", "jpeg2000"):
+            r = t2[k]
+            lines.append(f"| {k} | {r['param']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['peak_rss_mb']:.0f} |")
+        lines += ["", f"Time ratio radseal / JPEG 2000 (encode + decode): **{t2['time_ratio_radseal_over_jpeg2000']:.1f}x**."]
+    lines += ["", "Lossless references (bpp): " + ", ".join(
+        f"{ds} {c} {p['bpp']:.3f}" for ds, cs in result["curves"].items() for c, pts in cs.items() if c in LOSSLESS_BASELINES for p in pts
+    ), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="chest X-ray folder with test/ (default ../shared/data/cxr)")
+    ap.add_argument("--images", type=int, default=8, help="test images, half NORMAL half PNEUMONIA, evenly spaced")
+    ap.add_argument("--qualities", default="1,3,5,7,9,11,13,15", help="radseal qualities to sweep")
+    ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-native", action="store_true", help="skip the non-offset chest X-ray copies")
+    ap.add_argument("--no-2048", action="store_true", help="skip the 2048x2048 timing")
+    ap.add_argument("--child", nargs=2, metavar=("CODEC", "PARAM"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    from radseal.io.dataset import resolve_data_dir
+
+    data = resolve_data_dir(args.data)
+    if args.child:
+        child(args.child[0], args.child[1], str(data), args.threads)
+        return 0
+
+    import torch
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    from radseal.codec import Codec
+    from radseal.io import read_image
+    from radseal.io.samples import sample_path
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    t0 = time.time()
+    codec = Codec.pretrained()
+    qualities = [int(q) for q in args.qualities.split(",")]
+    paths = pick_images(data, args.images)
+    rows: list = []
+    all_baselines = LOSSY_BASELINES + LOSSLESS_BASELINES
+    for p in tqdm(paths, desc="chest X-rays", unit="img"):
+        img = read_image(p)
+        off = img.with_pixels(np.ascontiguousarray(img.pixels[4:, 4:]))
+        run_image(off, p.name, "cxr_offset", codec, qualities, all_baselines, True, rows)
+        if not args.no_native:
+            run_native(img, p.name, rows)
+    for name in tqdm(("RG1", "RG3"), desc="pydicom-data", unit="img"):
+        img = read_image(sample_path(name))
+        right = img.with_pixels(np.ascontiguousarray(img.pixels[:, img.width // 2 :]))
+        run_image(right, f"{name}-right-half", f"{name.lower()}_right", codec, qualities, all_baselines, True, rows)
+
+    datasets = ["cxr_offset"] + ([] if args.no_native else ["cxr_native"]) + ["rg1_right", "rg3_right"]
+    curves = {ds: mean_curves(rows, ds) for ds in datasets}
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "started": started,
+        "machine": f"{__import__('os').cpu_count()} CPU cores shared with other work, torch threads {args.threads}",
+        "model": {
+            "model_id": codec.model_id,
+            "bytes": codec.info.get("bytes"),
+            "training_steps": codec.info.get("training_steps"),
+            "sha256": codec.info.get("sha256"),
+        },
+        "images": [p.name for p in paths],
+        "image_note": f"evenly spaced over the sorted NORMAL and PNEUMONIA test lists, {args.images} in all",
+        "qualities": qualities,
+        "bd_range_bpp": list(BD_RANGE),
+        "bd_rate": {ds: bd_rates(curves[ds], rows, ds) for ds in datasets},
+        "curves": curves,
+        "timing": timing_table(rows),
+        "per_image": rows,
+    }
+    if not args.no_2048:
+        # The radseal quality whose mean PSNR on the offset chest X-rays is nearest 40 dB (~30:1 for JPEG 2000).
+        pts = curves["cxr_offset"]["radseal"]
+        q2048 = min(pts, key=lambda p: abs(p["psnr"] - 40.0))["param"]
+        result["timing_2048"] = timing_2048(data, q2048, args.threads)
+    result["wall_s"] = round(time.time() - t0, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from radseal.io.files import atomic_write
+
+    atomic_write(out / "rate_distortion.json", (json.dumps(_clean(result), indent=1, default=_json) + "\n").encode())
+    atomic_write(out / "rate_distortion.md", markdown(result).encode())
+    plot(curves, out / "rate_distortion.png")
+    print(markdown(result))
+    return 0
+
+
+def run_native(img, name: str, rows: list) -> None:
+    """Baselines (and no radseal, for time) on the copy aligned with the source JPEG grid; PSNR only."""
+    from radseal.baselines import get_baseline
+
+    mp = img.pixels.size / 1e6
+    for bname in NATIVE_BASELINES:
+        b = get_baseline(bname)
+        for p in b.params_for(img):
+            t = time.perf_counter()
+            data = b.compress(img, p)
+            enc = time.perf_counter() - t
+            t = time.perf_counter()
+            out = b.decompress(data)
+            dec = time.perf_counter() - t
+            rows.append({"dataset": "cxr_native", "image": name, "codec": bname, "param": p, "mp": mp, **measure(img, data, out, enc, dec, False)})
+
+
+def _clean(v):
+    """JSON has no inf/nan: write them as null (lossless PSNR, undefined BD-rate)."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (float, np.floating)) and not math.isfinite(float(v)):
+        return None
+    return v
+
+
+def _json(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
