@@ -35,7 +35,7 @@ from radseal.codec.errors import BitstreamError
 MAGIC = b"RSLC"
 FORMAT_VERSION = 1
 MAX_SIDE = 1 << 16
-MAX_PIXELS = 1 << 28  # 16384 x 16384
+MAX_PIXELS = 1 << 26  # 8192 x 8192: bounds decoder memory (about 1 GB of latent arrays)
 _TAIL = struct.Struct("<IIBBHHHI")
 
 
