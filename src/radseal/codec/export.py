@@ -66,6 +66,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path | None = None,
         "bytes": npz_path.stat().st_size,
         "sha256": sha256_file(npz_path),
     }
+    phases_path = checkpoint.parent / "phases.jsonl"
+    if phases_path.is_file():
+        keep = ("time", "start_step", "world", "batch", "crop", "lr", "threads")
+        record["training"]["phases"] = [
+            {k: p.get(k) for k in keep} for p in map(json.loads, phases_path.read_text().splitlines()) if p.get("start_step", 0) < record["training"]["steps"]
+        ]
     atomic_write(out / f"{mid}.json", (json.dumps(record, indent=2) + "\n").encode(), mode=0o644)
     reg_path = out / REGISTRY_NAME
     reg = json.loads(reg_path.read_text()) if reg_path.is_file() else {"default": mid, "models": {}}

@@ -212,6 +212,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        # One line per (re)start: the schedule behind the weights, for the record next to them.
+        phase = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": start_step, "world": world, **asdict(cfg)}
+        with open(out / "phases.jsonl", "a") as f:
+            f.write(json.dumps(phase) + "\n")
     log_path = out / "train.log"
     history = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
     t_ckpt = time.time()
