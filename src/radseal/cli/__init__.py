@@ -8,10 +8,17 @@ and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from radseal.errors import RadsealError
+
+#: Set to 1 to let unexpected exceptions keep their traceback (for debugging).
+DEBUG_ENV = "RADSEAL_DEBUG"
 
 # One module per group of subcommands; each defines register(subparsers).
 SUBCOMMAND_MODULES = (
@@ -44,21 +51,81 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fail(message: str, code: int = 2) -> int:
-    print(f"radseal: error: {message}", file=sys.stderr)
+    # One line, whatever the message holds (library messages may embed newlines).
+    text = " ".join(str(message).split()) or "failed"
+    print(f"radseal: error: {text}", file=sys.stderr)
     return code
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that cleanup code runs (no half-written files)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    """Within the block, SIGTERM unwinds the stack like Ctrl-C does (main thread only)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``path: reason`` for an operating-system error, as a user wants to read it."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so that the exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
+        with _sigterm_as_exception():
+            result = args.func(args)
+            sys.stdout.flush()  # a full disk or closed pipe on stdout is an error too
     except RadsealError as exc:
         return fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except Terminated:
+        return fail("terminated", 143)
     except BrokenPipeError:
+        _silence_stdout()
         return 1
+    except OSError as exc:
+        # Files and folders a user named (missing, a folder, no permission, disk full) reach
+        # here when a command did not wrap the error itself: still one line, no traceback.
+        if os.environ.get(DEBUG_ENV):
+            raise
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            _silence_stdout()  # stdout itself failed (disk full): do not fail again at exit
+            return fail(f"cannot write the output: {_os_error_text(exc)}", 1)
+        return fail(_os_error_text(exc), 1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence; the message says it is a bug
+        if os.environ.get(DEBUG_ENV):
+            raise
+        return fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in radseal; "
+                    f"rerun with {DEBUG_ENV}=1 for the traceback)", 70)
     return int(result or 0)
 
 

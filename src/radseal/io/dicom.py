@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,26 @@ def looks_like_dicom(data: bytes) -> bool:
 
 
 def read_dicom(path: Path, data: bytes) -> Image:
+    """Parse DICOM bytes into an Image; any damage becomes an :class:`ImageReadError`.
+
+    pydicom parses elements lazily and reports damaged ones with many
+    exception types (struct.error, NotImplementedError for an unknown VR,
+    BytesLengthException, ...) and with warnings on stderr; both are turned
+    into one error naming the file.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _read_dicom(path, data)
+        except ImageReadError:
+            raise
+        except (MemoryError, RecursionError):
+            raise ImageReadError(f"{path}: not a readable DICOM file (damaged element lengths)") from None
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_dicom(path: Path, data: bytes) -> Image:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=not looks_like_dicom(data))
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,10 @@ from PIL import UnidentifiedImageError
 
 from radseal.errors import ImageReadError, ImageWriteError
 from radseal.image import Image
+
+# Pillow logs damaged-file details at ERROR level before raising; with no logging set up,
+# Python would print them on stderr next to the one-line error radseal gives.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 
 def _to_gray(pil: PILImage.Image, name: str) -> tuple[np.ndarray, int]:
@@ -46,14 +52,26 @@ def _bits_for(arr: np.ndarray, container_bits: int) -> int:
 
 
 def read_raster(path: Path, data: bytes) -> Image:
-    try:
-        pil = PILImage.open(io.BytesIO(data))
-        pil.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: cannot decode image ({exc})") from None
-    if getattr(pil, "n_frames", 1) > 1:
-        pil.seek(0)
-    pixels, bits = _to_gray(pil, str(path))
+    # Pillow warns (on stderr) about damaged EXIF and the like, and raises many types on
+    # damaged files (TypeError for missing TIFF tags, DecompressionBombError, ...).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pil = PILImage.open(io.BytesIO(data))
+            pil.load()
+            if getattr(pil, "n_frames", 1) > 1:
+                pil.seek(0)
+            pixels, bits = _to_gray(pil, str(path))
+        except ImageReadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageReadError(f"{path}: cannot decode image (damaged or not a PNG, JPEG or TIFF file)") from None
+        except PILImage.DecompressionBombError:
+            raise ImageReadError(f"{path}: image dimensions are too large (over {PILImage.MAX_IMAGE_PIXELS} pixels)") from None
+        except MemoryError:
+            raise ImageReadError(f"{path}: image too large to decode in memory") from None
+        except Exception as exc:  # noqa: BLE001 - see above
+            raise ImageReadError(f"{path}: cannot decode image ({exc or type(exc).__name__})") from None
     return Image(
         pixels=pixels,
         bits_stored=bits,
