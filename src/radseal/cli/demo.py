@@ -3,12 +3,67 @@
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
+from radseal.errors import RadsealError
+
 DEFAULT_OUT = "radseal-demo"
+
+
+class DemoError(RadsealError):
+    """A demo option or output folder the demo cannot use."""
+
+
+class _Outputs:
+    """What this run created, so that a failed or interrupted run leaves nothing half-made behind."""
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.folders: list[Path] = []  # created by this run, removed again only if left empty
+        self.trees: list[Path] = []  # created by this run, written by library code: removed whole
+
+    def folder(self, path: Path) -> Path:
+        if path.exists() and not path.is_dir():
+            raise DemoError(f"{path}: exists and is not a folder")
+        if not path.exists():
+            try:
+                path.mkdir()
+            except OSError as exc:
+                raise DemoError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from None
+            self.folders.append(path)
+        return path
+
+    def file(self, path: Path) -> Path:
+        self.files.append(path)
+        return path
+
+    def rollback(self) -> None:
+        for tree in reversed(self.trees):
+            shutil.rmtree(tree, ignore_errors=True)
+        for f in reversed(self.files):
+            f.unlink(missing_ok=True)
+        for d in reversed(self.folders):
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # not empty: holds files this run did not make
+
+
+def _check_rate(args: argparse.Namespace, codec) -> dict:
+    """The codec target from --quality/--bpp, checked before anything is written."""
+    if args.bpp is not None:
+        if not (math.isfinite(args.bpp) and args.bpp > 0):
+            raise DemoError(f"--bpp must be a positive number, got {args.bpp}")
+        return {"bpp": args.bpp}
+    quality = codec.default_quality if args.quality is None else args.quality
+    if quality not in codec.qualities:
+        raise DemoError(f"--quality must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {quality}")
+    return {"quality": quality}
 
 
 def _human(n: int) -> str:
@@ -28,6 +83,15 @@ def _preview(img, path: Path) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    outputs = _Outputs()
+    try:
+        return _run_demo(args, outputs)
+    except BaseException:
+        outputs.rollback()
+        raise
+
+
+def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     from radseal.evaluate.metrics import max_abs_error, psnr
     from radseal.io import read_image
     from radseal.io.derived import derived_dataset
@@ -37,10 +101,18 @@ def run_demo(args: argparse.Namespace) -> int:
     from radseal.pipeline import default_codec, open_image, seal_image
     from radseal.seal import DeviceKey, ReceiverKey, save_private_key, save_public_key
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "keys").mkdir(exist_ok=True)
     times: dict[str, float] = {}
+    t = time.perf_counter()
+    codec = default_codec()
+    times["load codec"] = time.perf_counter() - t
+    target = _check_rate(args, codec)
+
+    out = Path(args.out)
+    for parent in reversed(out.parents):
+        if str(parent) not in ("", ".") and not parent.exists():
+            outputs.folder(parent)
+    outputs.folder(out)
+    outputs.folder(out / "keys")
 
     t = time.perf_counter()
     source = sample_path(args.sample)
@@ -52,25 +124,18 @@ def run_demo(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     receiver = ReceiverKey.generate(kem=args.kem)
     device = DeviceKey.generate()
-    save_private_key(receiver, out / "keys" / "receiver.key")
-    save_public_key(receiver.public_key(), out / "keys" / "receiver.pub")
-    save_private_key(device, out / "keys" / "device.key")
-    save_public_key(device.public_key(), out / "keys" / "device.pub")
+    save_private_key(receiver, outputs.file(out / "keys" / "receiver.key"))
+    save_public_key(receiver.public_key(), outputs.file(out / "keys" / "receiver.pub"))
+    save_private_key(device, outputs.file(out / "keys" / "device.key"))
+    save_public_key(device.public_key(), outputs.file(out / "keys" / "device.pub"))
     times["keygen"] = time.perf_counter() - t
     print(f"  keys: receiver {receiver.key_id} ({args.kem}), device {device.key_id} -> {out / 'keys'}")
 
-    t = time.perf_counter()
-    codec = default_codec()
-    times["load codec"] = time.perf_counter() - t
-    if args.bpp is not None:
-        target = {"bpp": args.bpp}
-    else:
-        target = {"quality": codec.default_quality if args.quality is None else args.quality}
     sealed = seal_image(img, receiver.public_key(), device, codec=codec, **target)
     times["compress"] = sealed.stats["compress_s"]
     times["seal"] = sealed.stats["pack_s"] + sealed.stats["seal_s"]
     rsl = out / f"{args.sample}.rsl"
-    atomic_write(rsl, sealed.data)
+    atomic_write(outputs.file(rsl), sealed.data)
 
     t = time.perf_counter()
     opened = open_image(sealed.data, [receiver], [device.public_key()], codec=codec)
@@ -78,9 +143,9 @@ def run_demo(args: argparse.Namespace) -> int:
     recon = opened.image
     ds = derived_dataset(recon, opened.dicom_header, payload_bytes=len(opened.payload),
                          model_id=codec.model_id, uid_seed=opened.header.message_id)
-    write_dicom(ds, out / f"{args.sample}-decoded.dcm")
-    _preview(img, out / f"{args.sample}-original.png")
-    _preview(recon, out / f"{args.sample}-decoded.png")
+    write_dicom(ds, outputs.file(out / f"{args.sample}-decoded.dcm"))
+    _preview(img, outputs.file(out / f"{args.sample}-original.png"))
+    _preview(recon, outputs.file(out / f"{args.sample}-decoded.png"))
 
     pixels = img.height * img.width
     quality = psnr(img.pixels, recon.pixels, img.max_value)
@@ -96,6 +161,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  wrote {out / (args.sample + '-decoded.dcm')} (derived DICOM) and PNG previews in {out}")
 
     if args.insecure_paper_cipher:
+        if not (out / "paper").exists():
+            outputs.trees.append(out / "paper")
         _paper_baseline(img, out)
     else:
         print("  (add --insecure-paper-cipher to also run the 2022 paper's autoencoder and its broken cipher)")
