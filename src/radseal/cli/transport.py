@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import shutil
+import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -43,47 +47,114 @@ def _load_codec():
 # --------------------------------------------------------------------------- serve
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port number."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
+    return port
+
+
+def _check_tls(certfile: str, keyfile: str) -> None:
+    """Load the certificate and key once now, so that a bad pair fails before anything starts."""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise TransportUsageError(f"{exc.filename or certfile}: no such TLS certificate or key file") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportUsageError(
+            f"cannot load the TLS certificate {certfile} with key {keyfile} ({getattr(exc, 'reason', None) or exc})"
+        ) from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket before the service starts: a taken port or unknown host is a clear error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TransportUsageError(f"--host {host}: cannot resolve ({getattr(exc, 'strerror', None) or exc})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise TransportUsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+class _NewFolders:
+    """Folders that do not exist yet; if the start fails, whatever was made in them is removed."""
+
+    def __init__(self, *paths: Path) -> None:
+        self.created = [p for p in paths if not p.exists()]
+
+    def remove(self) -> None:
+        for folder in self.created:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from radseal.cli import Terminated
     from radseal.seal import load_receiver_key, load_trusted
     from radseal.transport.receiver import create_app, default_diagnose
     from radseal.transport.stores import open_store
 
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise TransportUsageError("--ssl-certfile and --ssl-keyfile go together")
-    if args.max_body <= 0:
-        raise TransportUsageError("--max-body must be a positive number of MiB")
+    if not (math.isfinite(args.max_body) and args.max_body > 0):
+        raise TransportUsageError(f"--max-body must be a positive number of MiB, got {args.max_body}")
+    state = Path(args.state)
+    if state.exists() and not state.is_dir():
+        raise TransportUsageError(f"{state}: --state must be a folder")
     passphrase = _passphrase(args.passphrase_file)
     keys = [load_receiver_key(path, passphrase) for path in args.key]
     trusted = load_trusted(args.trust)
-    store = open_store(args.store)
-    if hasattr(store, "check"):
-        store.check()  # fail at start, not on the first image, when Orthanc is unreachable
-    state = Path(args.state)
-    codec = _load_codec()
-    diagnose = default_diagnose() if args.diagnosis == "auto" else None
+    if args.ssl_certfile:
+        _check_tls(args.ssl_certfile, args.ssl_keyfile)
+    sock = _listen(args.host, args.port)
+    new_folders = _NewFolders(state, *(() if "://" in str(args.store) else (Path(args.store),)))
+    try:
+        store = open_store(args.store)
+        if hasattr(store, "check"):
+            store.check()  # fail at start, not on the first image, when Orthanc is unreachable
+        try:
+            (state / "archive").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TransportUsageError(f"{state}: cannot create the state folder ({exc.strerror or exc})") from None
+        codec = _load_codec()
+        diagnose = default_diagnose() if args.diagnosis == "auto" else None
+        app = create_app(
+            keys,
+            trusted,
+            store,
+            state / "index.sqlite",
+            archive_dir=state / "archive",
+            max_body=int(args.max_body * 1024 * 1024),
+            codec=codec,
+            diagnose=diagnose,
+        )
+    except BaseException:
+        sock.close()
+        new_folders.remove()
+        raise
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(
-        keys,
-        trusted,
-        store,
-        state / "index.sqlite",
-        archive_dir=state / "archive",
-        max_body=int(args.max_body * 1024 * 1024),
-        codec=codec,
-        diagnose=diagnose,
-    )
     scheme = "https" if args.ssl_certfile else "http"
     print(
-        f"radseal receiver on {scheme}://{args.host}:{args.port}/v1/messages\n"
+        f"radseal receiver on {scheme}://{args.host}:{sock.getsockname()[1]}/v1/messages\n"
         f"  keys: {', '.join(k.key_id for k in keys)}; trusted devices: {len(trusted)}\n"
         f"  store: {store!r}; index and archive: {state}/; max body {args.max_body:g} MiB; "
         f"diagnosis: {'on' if diagnose else 'off'}",
         flush=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -92,10 +163,36 @@ def _serve(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=False,
     )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except (KeyboardInterrupt, Terminated):
+        pass  # Ctrl-C or a service manager's SIGTERM is how a receiver is stopped; uvicorn has shut down cleanly
+    finally:
+        sock.close()
+    print("radseal receiver stopped", flush=True)
     return 0
 
 
 # --------------------------------------------------------------------------- send
+
+
+def _ca_context(cacert: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=cacert)
+    except FileNotFoundError:
+        raise TransportUsageError(f"{cacert}: no such CA bundle (--cacert)") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise TransportUsageError(f"{cacert}: not a readable PEM CA bundle ({getattr(exc, 'reason', None) or exc})") from None
+
+
+def _check_inputs(paths: list[str]) -> None:
+    """Every input is a readable file, checked before anything is sealed."""
+    for name in paths:
+        p = Path(name)
+        if p.is_dir():
+            raise TransportUsageError(f"{p}: is a folder, not an image file")
+        if not p.is_file():
+            raise TransportUsageError(f"{p}: no such file")
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -103,8 +200,8 @@ def _send(args: argparse.Namespace) -> int:
 
     from radseal.seal import load_device_key, load_receiver_public_key
     from radseal.transport.errors import DeliveryError
-    from radseal.transport.outbox import Outbox
-    from radseal.transport.sender import RetryPolicy, Sender, enqueue_image
+    from radseal.transport.outbox import OUTBOX_FILE, Outbox
+    from radseal.transport.sender import RetryPolicy, Sender, enqueue_image, messages_url
 
     if not args.inputs and not args.flush:
         raise TransportUsageError("give images to send, or --flush to deliver what the outbox holds")
@@ -114,28 +211,58 @@ def _send(args: argparse.Namespace) -> int:
         raise TransportUsageError("sending images needs --recipient RECEIVER.pub and --sign DEVICE.key")
     if args.retries < 1:
         raise TransportUsageError("--retries must be at least 1")
-    outbox = Outbox(args.outbox)
-    sender = Sender(
-        args.to,
-        outbox,
-        retry=RetryPolicy(base=args.backoff, cap=30.0, max_attempts=args.retries),
-        timeout=args.timeout,
-        verify=args.cacert or True,
-    )
-    out = sys.stdout
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise TransportUsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if not (math.isfinite(args.backoff) and args.backoff >= 0):
+        raise TransportUsageError(f"--backoff must be zero or a positive number of seconds, got {args.backoff}")
+    messages_url(args.to)  # a malformed URL fails here, before the outbox is touched
+    verify = _ca_context(args.cacert) if args.cacert else True
+    outbox_file = Path(args.outbox) / OUTBOX_FILE
+    if args.flush and not outbox_file.is_file():
+        raise TransportUsageError(f"{args.outbox}: no outbox here (nothing to flush; check --outbox)")
 
+    recipient = signer = codec = None
     if args.inputs:
+        _check_inputs(args.inputs)
         recipient = load_receiver_public_key(args.recipient)
         signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
         codec = _load_codec()
-        for path in tqdm(args.inputs, desc="sealing", unit="image", disable=args.quiet or len(args.inputs) < 2, file=sys.stderr):
-            queued = enqueue_image(outbox, path, recipient, signer, codec=codec, quality=args.quality, again=args.again)
-            if queued.new:
-                tqdm.write(f"sealed  {path}: message {queued.message_id}, {queued.sealed_bytes} bytes", file=out)
-            elif queued.state == "delivered":
-                tqdm.write(f"skipped {path}: already delivered as message {queued.message_id} (--again sends a new copy)", file=out)
-            else:
-                tqdm.write(f"queued  {path}: already in the outbox as message {queued.message_id} ({queued.state})", file=out)
+        if args.quality is not None and args.quality not in codec.qualities:
+            raise TransportUsageError(
+                f"--quality must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {args.quality}"
+            )
+
+    new_outbox = _NewFolders(Path(args.outbox)) if not outbox_file.exists() else None
+    outbox = Outbox(args.outbox)
+    try:
+        sender = Sender(
+            args.to,
+            outbox,
+            retry=RetryPolicy(base=args.backoff, cap=30.0, max_attempts=args.retries),
+            timeout=args.timeout,
+            verify=verify,
+        )
+    except BaseException:
+        _drop_if_unused(outbox, new_outbox)
+        raise
+    out = sys.stdout
+
+    if args.inputs:
+        try:
+            for path in tqdm(args.inputs, desc="sealing", unit="image", disable=args.quiet or len(args.inputs) < 2, file=sys.stderr):
+                queued = enqueue_image(outbox, path, recipient, signer, codec=codec, quality=args.quality, again=args.again)
+                if queued.new:
+                    tqdm.write(f"sealed  {path}: message {queued.message_id}, {queued.sealed_bytes} bytes", file=out)
+                elif queued.state == "delivered":
+                    tqdm.write(f"skipped {path}: already delivered as message {queued.message_id} (--again sends a new copy)", file=out)
+                else:
+                    tqdm.write(f"queued  {path}: already in the outbox as message {queued.message_id} ({queued.state})", file=out)
+        except BaseException:
+            # Images sealed before the failure stay queued (the next run delivers them);
+            # an outbox this run created and never used is removed again.
+            sender.close()
+            _drop_if_unused(outbox, new_outbox)
+            raise
 
     pending = outbox.pending()
     bar = tqdm(total=len(pending), desc="sending", unit="msg", disable=args.quiet or len(pending) < 2, file=sys.stderr)
@@ -153,9 +280,13 @@ def _send(args: argparse.Namespace) -> int:
     def retrying(entry, attempt, error, delay) -> None:
         tqdm.write(f"retry   {entry.source}: attempt {attempt} failed ({error}); next in {delay:.1f} s", file=sys.stderr)
 
+    last_error: list[str] = []
+
     def failed(entry, error) -> None:
+        # Reported with the other per-message lines on stdout; stderr gets the one-line summary.
         bar.update(1)
-        tqdm.write(f"failed  {entry.source}: {error}", file=sys.stderr)
+        last_error[:] = [error]
+        tqdm.write(f"failed  {entry.source}: {error}", file=out)
 
     with sender:
         result = sender.flush(on_delivered=delivered, on_retry=retrying, on_failed=failed)
@@ -167,11 +298,27 @@ def _send(args: argparse.Namespace) -> int:
         file=out,
     )
     if result.pending or result.rejected:
+        retry = f"run 'radseal send --flush --to {args.to} --outbox {args.outbox}' to retry pending ones"
+        if len(result.pending) + len(result.rejected) == 1 and last_error:
+            raise DeliveryError(f"{last_error[0]} ({retry})")
         raise DeliveryError(
-            f"{len(result.pending) + len(result.rejected)} message(s) not delivered; they stay in the outbox "
-            f"(run 'radseal send --flush --to {args.to} --outbox {args.outbox}' to retry pending ones)"
+            f"{len(result.pending) + len(result.rejected)} message(s) not delivered; they stay in the outbox ({retry})"
         )
     return 0
+
+
+def _drop_if_unused(outbox, new_outbox: "_NewFolders | None") -> None:
+    """Remove an outbox this run created if it holds no message (a failed first run leaves nothing behind)."""
+    if new_outbox is None:
+        return
+    try:
+        if sum(outbox.counts().values()):
+            return
+    except Exception:  # noqa: BLE001 - an unreadable new outbox holds nothing worth keeping
+        pass
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{outbox.path}{suffix}").unlink(missing_ok=True)
+    new_outbox.remove()
 
 
 # --------------------------------------------------------------------------- register
@@ -207,7 +354,7 @@ def register(sub) -> None:
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
                        help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--max-body", type=float, default=64, metavar="MIB",
                        help="largest accepted message in MiB, enforced while reading (default: 64)")
     serve.add_argument("--ssl-certfile", metavar="PEM", help="TLS certificate chain (uvicorn's ssl_certfile)")
@@ -240,7 +387,7 @@ def register(sub) -> None:
     send.add_argument("--sign", metavar="DEVICE.key", help="this device's signing key")
     send.add_argument("--passphrase-file", metavar="FILE", help="file holding the device key's passphrase")
     send.add_argument("--outbox", default=DEFAULT_OUTBOX, metavar="DIR", help=f"outbox folder (default: {DEFAULT_OUTBOX})")
-    send.add_argument("--quality", type=float, help="codec quality (codec default when omitted)")
+    send.add_argument("--quality", type=int, help="codec quality level, an integer (codec default when omitted)")
     send.add_argument("--flush", action="store_true", help="only deliver messages already in the outbox")
     send.add_argument("--again", action="store_true", help="seal and send inputs even if they were sent before")
     send.add_argument("--retries", type=int, default=10, help="attempts per message before giving up for now (default: 10)")

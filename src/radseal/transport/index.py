@@ -44,6 +44,8 @@ class ReceiptIndex:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(_SCHEMA)
                 db.commit()
+        except OSError as exc:
+            raise TransportError(f"{self.path}: cannot open the receipt index ({exc.strerror or exc})") from None
         except sqlite3.Error as exc:
             raise TransportError(f"{self.path}: cannot open the receipt index ({exc})") from None
 

@@ -60,7 +60,7 @@ from radseal.seal import (
     WrongRecipientError,
     open_sealed,
 )
-from radseal.transport.errors import StoreError
+from radseal.transport.errors import StoreError, TransportError
 from radseal.transport.files import durable_write, sweep_partial_files
 from radseal.transport.index import ReceiptIndex
 from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
@@ -124,7 +124,10 @@ class Receiver:
 
             self.open_image = open_image
         self.archive_dir = Path(self.archive_dir)
-        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.archive_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TransportError(f"{self.archive_dir}: cannot create the archive folder ({exc.strerror or exc})") from None
 
     def recover(self) -> None:
         """Remove partial files that a killed predecessor left in the archive and the store."""
