@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from radseal.diagnosis.plots import plot_confusion, plot_roc, save_figure  # noqa: E402
 from radseal.evaluate.metrics import ms_ssim_db  # noqa: E402
 
-ERROR_GAIN = 10  # error maps show |reconstruction - original| x 10
+ERROR_GAIN = 20  # error maps show |reconstruction - original| x 20 (one 8-bit level = 0.08 of full scale)
 
 
 def _style(i: int) -> dict:
@@ -164,5 +164,6 @@ def plot_samples(summary: dict, crops: dict, records: list[dict], out: Path) -> 
             for ax in axes[i]:
                 ax.set_axis_off()
         fig.suptitle(f"{image} (centre crop at native resolution)", fontsize=9)
+        fig.tight_layout()
         files.append((image, save_figure(fig, out / f"samples_{n + 1}.png")))
     return files
