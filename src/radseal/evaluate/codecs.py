@@ -21,8 +21,8 @@ from radseal.image import Image
 
 # 30:1 on 8-bit data (Canadian guidance for CR chest): the rate every codec is judged at.
 TARGET_RATIO = 30.0
-# 240:1, 120:1, 60:1, 30:1 and 15:1 on 8-bit data: low enough to find where codecs start to fail.
-DEFAULT_BPP_LADDER = (0.033, 0.067, 0.133, 0.267, 0.533)
+# 160:1, 60:1, 30:1 and 15:1 on 8-bit data: low enough to find where codecs start to fail.
+DEFAULT_BPP_LADDER = (0.05, 0.133, 0.267, 0.533)
 
 
 class EvaluationError(RadsealError):
