@@ -21,6 +21,7 @@ from radseal.image import Image
 
 # 30:1 on 8-bit data (Canadian guidance for CR chest): the rate every codec is judged at.
 TARGET_RATIO = 30.0
+TARGET_BPP_8BIT = round(8 / TARGET_RATIO, 3)
 # 160:1, 60:1, 30:1 and 15:1 on 8-bit data: low enough to find where codecs start to fail.
 DEFAULT_BPP_LADDER = (0.05, 0.133, 0.267, 0.533)
 
@@ -63,11 +64,19 @@ def radseal_codec(qualities: Sequence[int] | None = None) -> CodecUnderTest:
     bad = [q for q in qs if q not in codec.qualities]
     if bad:
         raise EvaluationError(f"radseal codec qualities must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {bad}")
+    # Besides the quality levels, one point at exactly the 30:1 budget (the codec's own bpp mode).
+    settings = [Setting(f"q{q}", quality=q) for q in qs] + [Setting(bpp_label(TARGET_BPP_8BIT), bpp=TARGET_BPP_8BIT)]
+
+    def compress(img: Image, s: Setting) -> bytes:
+        if s.quality is not None:
+            return codec.compress(img, quality=s.quality)
+        return codec.compress(img, bpp=s.bpp)
+
     return CodecUnderTest(
         name="radseal",
         display=f"radseal ({codec.model_id})",
-        settings=[Setting(f"q{q}", quality=q) for q in qs],
-        compress=lambda img, s: codec.compress(img, quality=s.quality),
+        settings=settings,
+        compress=compress,
         decompress=codec.decompress,
         identity=f"{codec.model_id}:{codec.info.get('sha256', '')}",
     )
