@@ -76,8 +76,10 @@ class RateController:
             if over and over[0] <= 0.0:
                 break  # lowest rate does not fit
             t = self._next(under, over, budget)
+            if self.knob.value(t) in tried and under and over:
+                t = (under[0] + over[0]) / 2  # integer knob: the secant rounded onto a tried value
             if self.knob.value(t) in tried:
-                break  # integer knob: bracket closed
+                break  # bracket closed
         if under is None:
             _, size = size_at(0.0)
             if size <= budget:
