@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -117,6 +118,14 @@ def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol
     xc, yc, xt, yt = x_train[cls_idx], y_train[cls_idx], x_test[test_idx], y_test[test_idx]
 
     reference = fit_and_score(xc, yc, xt, yt, epochs=protocol.classifier_epochs, seed=protocol.seed)
+    data_info = {
+        "dir": str(data_dir),
+        "autoencoder_train": len(ae_tr),
+        "validation (held out from train/)": len(ae_val),
+        "classifier_train": len(cls_idx),
+        "test": len(test_idx),
+        "input": "200x200 fixed-size view, aspect kept, padded",
+    }
     runs, best_model, best_mse = [], None, float("inf")
     perms = permutations()[: protocol.n_permutations]
     for perm in tqdm(perms, desc="paper sweep", unit="perm", disable=not progress):
@@ -139,25 +148,28 @@ def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol
         runs.append(run)
         if history[-1].get("val_mse", float("inf")) < best_mse:
             best_mse, best_model, best_name = history[-1]["val_mse"], model, perm.name
+        # Partial results after every permutation: an interrupted run still leaves its numbers.
+        partial = _result(command, protocol, data_info, started, reference, runs, complete=False)
+        atomic_write(out / f"{stem}.json", json.dumps(partial, indent=1).encode())
 
-    result = {
+    result = _result(command, protocol, data_info, started, reference, runs, complete=True)
+    _write_outputs(result, out, stem, best_model, best_name, x_test[test_idx[0]], x_train[ae_val[0]])
+    return result
+
+
+def _result(command: str, protocol: SweepProtocol, data_info: dict, started: float, reference: dict, runs: list, complete: bool) -> dict:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
         "command": command,
+        "complete": complete,
         "protocol": asdict(protocol),
-        "data": {
-            "dir": str(data_dir),
-            "autoencoder_train": len(ae_tr),
-            "validation (held out from train/)": len(ae_val),
-            "classifier_train": len(cls_idx),
-            "test": len(test_idx),
-            "input": "200x200 fixed-size view, aspect kept, padded",
-        },
+        "data": data_info,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
         "seconds_total": round(time.time() - started, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "reference_classifier_on_originals": reference,
         "runs": runs,
     }
-    _write_outputs(result, out, stem, best_model, best_name, x_test[test_idx[0]], x_train[ae_val[0]])
-    return result
 
 
 def _write_outputs(result: dict, out: Path, stem: str, best_model, best_name: str, sample: np.ndarray, key: np.ndarray) -> None:
@@ -200,7 +212,8 @@ def markdown_report(result: dict, stem: str = "paper_sweep") -> str:
         f"and scored on {d['test']} `test/` images (reconstructed by the same autoencoder). Input {d['input']}. Seed {p['seed']}.",
         "",
         f"Environment: torch {result['environment']['torch']}, {result['environment']['threads']} threads, {result['environment']['cpus']} CPUs; "
-        f"run {result['environment']['date']}, {result['seconds_total'] / 60:.1f} min in all.",
+        f"run {result['environment']['date']}, {result['seconds_total'] / 60:.1f} min wall-clock in all"
+        + (f", {result['cpu_seconds'] / 60:.1f} min of CPU time." if result.get("cpu_seconds") else "."),
         "",
         "Pixel values are in [0, 1]. Train columns are running means over each epoch (as Keras reports them); ",
         "validation columns are measured after the epoch. `*` marks the combinations the paper names.",
