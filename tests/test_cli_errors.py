@@ -293,6 +293,32 @@ def test_a_damaged_image_among_several_keeps_what_was_sealed(world, tmp_path, ca
     assert Outbox(tmp_path / "outbox").counts()["pending"] == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+@pytest.mark.parametrize("command", ["encode", "send"])
+def test_a_pipe_or_device_is_not_read_as_an_image(command, world, tmp_path, capsys, monkeypatch):
+    """A FIFO (or /dev/zero) would block or be read without end: refused before it is opened."""
+    import threading
+
+    fifo = tmp_path / "scan.png"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # if a regression opens the pipe, end the read instead of hanging the suite
+        with open(fifo, "wb"):
+            pass
+
+    valve = threading.Timer(10.0, unblock)
+    valve.daemon = True
+    valve.start()
+    try:
+        argv = enc(inp=str(fifo)) if command == "encode" else send(inp=str(fifo))
+        before = _snapshot(world, tmp_path)
+        code, err = _run(argv, world, tmp_path, capsys, monkeypatch)
+    finally:
+        valve.cancel()
+    _assert_clean_failure(code, err, before, _snapshot(world, tmp_path))
+    assert "not a regular file" in err
+
+
 # --------------------------------------------------------------------------- interruptions
 
 

@@ -20,6 +20,7 @@ from radseal.errors import RadsealError
 DEFAULT_PORT = 8700
 DEFAULT_STATE = "radseal-state"
 DEFAULT_OUTBOX = "radseal-outbox"
+MAX_PASSPHRASE_BYTES = 64 << 10
 
 
 class TransportUsageError(RadsealError):
@@ -30,9 +31,13 @@ def _passphrase(path: str | None) -> bytes | None:
     if path is None:
         return None
     try:
-        secret = Path(path).read_bytes().rstrip(b"\r\n")
+        with open(path, "rb") as fh:  # bounded: a pipe or /dev/stdin is fine, /dev/zero must not eat memory
+            text = fh.read(MAX_PASSPHRASE_BYTES + 1)
     except OSError as exc:
         raise TransportUsageError(f"{path}: cannot read passphrase file ({exc.strerror or exc})") from None
+    if len(text) > MAX_PASSPHRASE_BYTES:
+        raise TransportUsageError(f"{path}: too large for a passphrase file (over {MAX_PASSPHRASE_BYTES} bytes)")
+    secret = text.rstrip(b"\r\n")
     if not secret:
         raise TransportUsageError(f"{path}: passphrase file is empty")
     return secret
@@ -191,8 +196,10 @@ def _check_inputs(paths: list[str]) -> None:
         p = Path(name)
         if p.is_dir():
             raise TransportUsageError(f"{p}: is a folder, not an image file")
-        if not p.is_file():
+        if not p.exists():
             raise TransportUsageError(f"{p}: no such file")
+        if not p.is_file():
+            raise TransportUsageError(f"{p}: not a regular file")
 
 
 def _send(args: argparse.Namespace) -> int:
