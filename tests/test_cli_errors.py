@@ -224,6 +224,12 @@ CASES = {
     "send/cacert-missing": send("--cacert", "W/nope.pem"),
     "send/url-not-http": ["send", "W/small.png", "--to", "ftp://host", "--recipient", "W/keys/rx.pub",
                           "--sign", "W/keys/dev.key", "--outbox", "outbox"],
+    "send/url-port-out-of-range": ["send", "W/small.png", "--to", "http://127.0.0.1:99999", "--recipient",
+                                   "W/keys/rx.pub", "--sign", "W/keys/dev.key", "--outbox", "outbox"],
+    "send/url-without-host": ["send", "W/small.png", "--to", "https:///v1", "--recipient", "W/keys/rx.pub",
+                              "--sign", "W/keys/dev.key", "--outbox", "outbox"],
+    "send/url-malformed": ["send", "W/small.png", "--to", "http://[::1", "--recipient", "W/keys/rx.pub",
+                           "--sign", "W/keys/dev.key", "--outbox", "outbox"],
     "send/flush-without-outbox": ["send", "--flush", "--to", "http://127.0.0.1:9", "--outbox", "outbox"],
     "send/outbox-under-a-file": send("--outbox", "W/not-a-folder/outbox"),
     # training, evaluation and the paper baseline: checks before work

@@ -65,9 +65,16 @@ class _Refused(Exception):
 
 def messages_url(url: str) -> str:
     """The POST endpoint for a receiver URL given with or without its path."""
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise DeliveryError(f"receiver URL {url!r} is malformed ({exc})") from None
     if parsed.scheme not in ("http", "https"):
         raise DeliveryError(f"receiver URL {url!r} must start with http:// or https://")
+    if not parsed.host:
+        raise DeliveryError(f"receiver URL {url!r} names no host")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise DeliveryError(f"receiver URL {url!r}: port must be in 1..65535")
     if parsed.path in ("", "/"):
         return str(parsed.copy_with(path=MESSAGES_PATH))
     return str(parsed)
