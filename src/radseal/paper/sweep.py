@@ -17,13 +17,12 @@ import os
 import platform
 import resource
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from radseal.diagnosis.metrics import classification_metrics
 from radseal.diagnosis.plots import plot_confusion, plot_roc
 from radseal.io.dataset import CLASSES
 from radseal.io.files import atomic_write
@@ -92,7 +91,7 @@ SMOKE = SweepProtocol("smoke", 1, (1,), 4, 2, 6, 6, 2, 2, n_permutations=2)
 PROTOCOLS = {p.name: p for p in (FULL, REDUCED, SMOKE)}
 
 
-def _select(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+def _select(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.arange(len(y)) if n is None else stratified_subset(y, n, seed)
 
 
@@ -110,11 +109,11 @@ def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol
     if protocol.ae_train_images is None:
         ae_tr, ae_val = holdout_split(y_train, 0.2, protocol.seed)
     else:
-        pool = _select(x_train, y_train, protocol.ae_train_images + protocol.val_images, protocol.seed)
+        pool = _select(y_train, protocol.ae_train_images + protocol.val_images, protocol.seed)
         tr, va = holdout_split(y_train[pool], protocol.val_images / len(pool), protocol.seed)
         ae_tr, ae_val = pool[tr], pool[va]
-    cls_idx = _select(x_train, y_train, protocol.classifier_train_images, protocol.seed + 1)
-    test_idx = _select(x_test, y_test, protocol.test_images, protocol.seed + 2)
+    cls_idx = _select(y_train, protocol.classifier_train_images, protocol.seed + 1)
+    test_idx = _select(y_test, protocol.test_images, protocol.seed + 2)
     xc, yc, xt, yt = x_train[cls_idx], y_train[cls_idx], x_test[test_idx], y_test[test_idx]
 
     reference = fit_and_score(xc, yc, xt, yt, epochs=protocol.classifier_epochs, seed=protocol.seed)

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from radseal.paper.autoencoder import PaperAutoencoder, PaperModelError
 
