@@ -177,7 +177,7 @@ def test_encode_errors(workdir, capsys, stand_in_codec):
     assert code == 2 and "not a device" in err
     code, _, err = run(capsys, "encode", d / "missing.png", "--to", d / "keys" / "hospital.pub", "--sign",
                        d / "keys" / "xray7.key", "-o", d / "x.rsl")
-    assert code == 2 and "no such file" in err and not (d / "x.rsl").exists()
+    assert code == 2 and "no such image file" in err and not (d / "x.rsl").exists()
     assert run(capsys, "encode", d / "plain.png", "--to", d / "keys" / "hospital.pub", "--sign",
                d / "keys" / "xray7.key", "-o", d / "x.png")[0] == 2
 

@@ -106,7 +106,7 @@ def test_truncated_dicom_is_a_clear_error(tmp_path, rg3_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ImageReadError, match="no such file"):
+    with pytest.raises(ImageReadError, match="no such image file"):
         read_image(tmp_path / "nope.dcm")
 
 

@@ -15,10 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from radseal.errors import RadsealError
+from radseal.io.files import read_regular_file
 from radseal.seal.errors import FormatError, KeyFileError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_CONTAINER_FILE_BYTES = 300 << 20
+MAX_PASSPHRASE_FILE_BYTES = 4096
 
 
 class UsageError(RadsealError):
@@ -35,10 +37,7 @@ def _iso(ts: int) -> str:
 def _passphrase(path: str | None) -> bytes | None:
     if path is None:
         return None
-    try:
-        text = Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read passphrase file ({exc.strerror or exc})") from None
+    text = read_regular_file(path, MAX_PASSPHRASE_FILE_BYTES, "passphrase file", KeyFileError)
     secret = text.rstrip(b"\r\n")
     if not secret:
         raise KeyFileError(f"{path}: passphrase file is empty")
@@ -46,17 +45,7 @@ def _passphrase(path: str | None) -> bytes | None:
 
 
 def _read_container(path: str) -> bytes:
-    p = Path(path)
-    try:
-        if p.is_dir():
-            raise FormatError(f"{p}: is a folder, not a .rsl file")
-        if p.stat().st_size > MAX_CONTAINER_FILE_BYTES:
-            raise FormatError(f"{p}: larger than any radseal container can be")
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{p}: no such file") from None
-    except PermissionError:
-        raise FormatError(f"{p}: permission denied") from None
+    return read_regular_file(path, MAX_CONTAINER_FILE_BYTES, "container file", FormatError)
 
 
 def _with_file(exc: RadsealError, path: str) -> RadsealError:
@@ -76,7 +65,7 @@ def _keygen(args: argparse.Namespace) -> int:
         raise UsageError("--kem applies to receiver keys only (device keys are Ed25519)")
     out = Path(args.out)
     if not out.is_dir():
-        raise UsageError(f"{out}: output folder does not exist")
+        raise UsageError(f"{out}: {'is a file, not a folder' if out.exists() else 'output folder does not exist'}")
     private_path, public_path = out / f"{args.name}.key", out / f"{args.name}.pub"
     for p in (private_path, public_path):
         if p.exists() and not args.force:

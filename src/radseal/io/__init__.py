@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 from radseal.errors import ImageReadError, ImageWriteError
 from radseal.image import Image
 from radseal.io.dicom import looks_like_dicom, read_dicom, to_dataset, write_dicom
-from radseal.io.files import atomic_write
+from radseal.io.files import atomic_write, read_regular_file
 from radseal.io.raster import encode_png, read_raster, write_png
 
 __all__ = [
@@ -40,25 +39,7 @@ def read_image(path: str | Path) -> Image:
     the file and the problem.
     """
     path = Path(path)
-    try:
-        if path.is_dir():
-            raise ImageReadError(f"{path}: is a folder, not an image file")
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            # A device (/dev/zero) or a FIFO would be read without end or block for ever.
-            raise ImageReadError(f"{path}: not a regular file")
-        if st.st_size > MAX_FILE_BYTES:
-            raise ImageReadError(f"{path}: file of {st.st_size} bytes is larger than the 2 GiB limit")
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows while we read
-        if len(data) > MAX_FILE_BYTES:
-            raise ImageReadError(f"{path}: file is larger than the 2 GiB limit")
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
-    except PermissionError:
-        raise ImageReadError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = read_regular_file(path, MAX_FILE_BYTES, "image file", ImageReadError)
     if not data:
         raise ImageReadError(f"{path}: file is empty")
     if looks_like_dicom(data):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -41,3 +42,32 @@ def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> Path
             pass
         raise
     return path
+
+
+def read_regular_file(path: str | Path, limit: int, what: str, error: type[Exception]) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or ``error`` naming the problem.
+
+    Folders, devices (/dev/zero) and FIFOs are refused: they would be read
+    without end or block for ever. The read is bounded even if the file
+    grows meanwhile. ``what`` names the file's role in messages ("key file").
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise error(f"{path}: is a folder, not a {what}")
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise error(f"{path}: {st.st_size} bytes is too large for a {what} (limit {limit})")
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise error(f"{path}: grew beyond the {limit}-byte limit for a {what} while being read")
+    return data

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
-from radseal.io.files import atomic_write
+from radseal.io.files import atomic_write, read_regular_file
 from radseal.seal.errors import KeyFileError
 
 KEMS = ("x25519", "mlkem768-x25519")
@@ -300,18 +300,7 @@ def parse_public_key(data: bytes, where: str = "key") -> PublicKey:
 
 
 def _read(path: str | Path) -> bytes:
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise KeyFileError(f"{path}: is a folder, not a key file")
-        size = path.stat().st_size
-        if size > MAX_KEY_FILE_BYTES:
-            raise KeyFileError(f"{path}: {size} bytes is too large for a key file")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
-    except PermissionError:
-        raise KeyFileError(f"{path}: permission denied") from None
+    return read_regular_file(path, MAX_KEY_FILE_BYTES, "key file", KeyFileError)
 
 
 def save_private_key(key: PrivateKey, path: str | Path, passphrase: str | bytes | None = None) -> Path:
