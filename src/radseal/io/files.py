@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import tempfile
 from pathlib import Path
+
+#: Temporary files are named ``.<name>.<host>-<pid>-<random>.part`` so that a
+#: process starting after a crash can tell which partial files a dead
+#: process on this host left behind (see transport.files.sweep_partial_files).
+PART_SUFFIX = ".part"
+HOST_TAG = socket.gethostname().replace(".", "_").replace("-", "_")[:32] or "host"
 
 
 def _default_mode() -> int:
@@ -18,16 +25,18 @@ def _default_mode() -> int:
 _DEFAULT_MODE = _default_mode()
 
 
-def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> Path:
+def atomic_write(path: str | Path, data: bytes, mode: int | None = None, *, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     A crash or a full disk leaves either the old file or the new one, never a
     truncated one. ``mode`` sets the permission bits before the data lands
     (private keys use 0o600); by default the process umask applies, as with open().
+    ``durable`` also fsyncs the folder, so that the new name itself survives
+    a power cut (the receiver answers only after that).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.{HOST_TAG}-{os.getpid()}-", suffix=PART_SUFFIX)
     try:
         os.fchmod(fd, _DEFAULT_MODE if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
@@ -41,6 +50,12 @@ def atomic_write(path: str | Path, data: bytes, mode: int | None = None) -> Path
         except FileNotFoundError:
             pass
         raise
+    if durable:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return path
 
 

@@ -1,51 +1,26 @@
-"""Durable files for the receiver: fsync'd, atomic, and sweepable after a crash.
+"""Durable files for the receiver, and the sweep of partial files after a crash.
 
-``io.files.atomic_write`` already writes through a temporary file and a
-rename. Here the temporary name also carries the host and process id, so a
-receiver that starts after a crash (SIGKILL, power loss) can remove exactly
-the partial files that a dead process on this host left behind, without
-touching those of a live receiver sharing the folder. The folder is fsync'd
-after the rename so that the new name itself survives a power cut.
+Writes go through ``io.files.atomic_write(durable=True)``, whose temporary
+names carry the host and process id; a receiver that starts after a crash
+(SIGKILL, power loss) removes exactly the partial files that a dead process
+on this host left behind, without touching those of a live receiver sharing
+the folder.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 from pathlib import Path
 
-_HOST = socket.gethostname().replace(".", "_").replace("-", "_")[:32] or "host"
-PART_SUFFIX = ".part"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from radseal.io.files import HOST_TAG as _HOST
+from radseal.io.files import PART_SUFFIX, atomic_write
 
 
 def durable_write(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and durably (file and folder fsync'd)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}-", suffix=PART_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, data, durable=True)
 
 
 def _pid_alive(pid: int) -> bool:
