@@ -126,3 +126,42 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["evaluate", "--out", str(tmp_path / "o"), "--data", str(tmp_path / "missing"), "--codecs", "radseal", "--qualities", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def _small_image(rg3_path, side: int = 96) -> Image:
+    from PIL import Image as PILImage
+
+    from radseal.io import read_image
+
+    src = read_image(rg3_path)
+    small = PILImage.fromarray((src.display_pixels() * 255).astype(np.uint8)).resize((side + 20, side), PILImage.Resampling.BOX)
+    return Image(np.asarray(small), bits_stored=8)
+
+
+def test_radseal_adapter_matches_the_codec(rg3_path):
+    from radseal.codec import Codec
+    from radseal.evaluate.codecs import TARGET_BPP_8BIT, radseal_codec
+
+    codec = Codec.pretrained()
+    qs = [codec.qualities[0], codec.qualities[-1]]
+    cut = radseal_codec(qs)
+    assert [s.label for s in cut.settings] == [f"q{q}" for q in qs] + [f"{TARGET_BPP_8BIT:g} bpp"]
+    img = _small_image(rg3_path)
+    for s in cut.settings[:2]:
+        assert cut.compress(img, s) == codec.compress(img, quality=s.quality)  # shared analysis, same bytes
+    assert cut.compress(img, cut.settings[2]) == codec.compress(img, bpp=TARGET_BPP_8BIT)
+    assert cut.decompress(cut.compress(img, cut.settings[1])).shape == img.shape
+
+
+def test_paper_adapter_round_trip(rg3_path):
+    from radseal.evaluate.codecs import paper_codec
+    from radseal.paper.autoencoder import shipped_weights_path
+
+    if not shipped_weights_path().is_file():
+        pytest.skip("the paper autoencoder's weights are not shipped in this checkout")
+    cut = paper_codec()
+    img = _small_image(rg3_path)
+    data = cut.compress(img, cut.settings[0])
+    assert len(data) == 11 + 128 * 50 * 50 * 4  # header + float32 latent, as the paper sends it
+    back = cut.decompress(data)
+    assert back.shape == img.shape and back.bits_stored == 8
