@@ -165,7 +165,7 @@ def paper_codec() -> CodecUnderTest:
     """The paper's system as a codec: 200x200 padded view -> float32 latent -> decoder -> native size.
 
     The payload is what the paper sends: the latent as float32 (its square-add
-    "encryption" keeps the size), plus an 10-byte header with the original
+    "encryption" keeps the size), plus an 11-byte header with the original
     shape so the reconstruction can be put back at native resolution
     (un-padded, resized with a bilinear filter) for PSNR and the classifier.
     """
