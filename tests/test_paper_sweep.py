@@ -43,6 +43,9 @@ def test_smoke_sweep_writes_table_json_and_figures(tiny_cxr, tmp_path, capsys):
         h = run["checkpoints"]["1"]
         assert all(np.isfinite(h[k]) for k in ("train_loss", "train_mse", "train_mae", "val_loss", "val_mse", "val_mae"))
         assert run["seconds_per_epoch"] > 0
+        # ReLU latents are >= 0, so the cipher changes the reconstruction only by float rounding.
+        assert run["activation"] == "relu" and run["test_latent_negative_fraction"] == 0
+        assert abs(run["test_reconstruction"]["mse"] - run["test_reconstruction_without_cipher"]["mse"]) < 1e-4
         test = run["classifier"]["test"]
         assert test["n"] == 6 and np.sum(test["confusion_matrix"]) == 6
     md = (out / "paper_sweep.md").read_text()

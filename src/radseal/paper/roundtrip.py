@@ -94,3 +94,22 @@ def save_outputs(result: RoundtripResult, out_dir: str | Path, title: str = "") 
     paths["encrypted_latent"] = atomic_write(out / "encrypted_latent.npy", buf.getvalue())
     paths["figure"] = plot_fig5(result.original, result.encrypted_latent, result.retrieved, out / "fig5.png", title)
     return paths
+
+
+@torch.no_grad()
+def reconstruct_through_cipher(model: PaperAutoencoder, x: np.ndarray, key_image: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, float]:
+    """What the paper's receiver sees for each image of ``x``: decode(decrypt(encrypt(encode(x)))).
+
+    Returns the reconstructions and the fraction of latent values that were
+    negative (their sign is lost by the cipher; 0 for a ReLU encoder).
+    """
+    model.eval()
+    k = model.encode(torch.from_numpy(np.ascontiguousarray(key_image, dtype=np.float32))[None, None])
+    out, negative, total = [], 0, 0
+    for i in range(0, len(x), batch_size):
+        z = model.encode(torch.from_numpy(x[i : i + batch_size]).unsqueeze(1))
+        negative += int((z < 0).sum())
+        total += z.numel()
+        z_received = insecure_cipher.decrypt(insecure_cipher.encrypt(z, k), k)
+        out.append(model.decode(z_received).squeeze(1).numpy())
+    return (np.concatenate(out) if out else np.zeros_like(x)), negative / max(total, 1)
