@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="extra arguments for radseal evaluate (after --)")
+    invoked = list(argv if argv is not None else sys.argv[1:])
     args = ap.parse_args(argv)
     from radseal.io.files import atomic_write
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from radseal.cli import main as radseal_main
 
-    cmd = ["evaluate", "--out", str(out)]
+    cmd = ["evaluate", "--out", os.path.relpath(out)]
     if args.data:
         cmd += ["--data", args.data]
     if args.limit:
@@ -176,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     rc = radseal_main(cmd)
     if rc == 0:
         report = (out / "report.md").read_text()
-        extra = ""
+        head = f"Made by `python benchmarks/diagnostic_fidelity.py {' '.join(shlex.quote(a) for a in invoked)}`, which runs the command below.\n\n"
+        extra = "\nFull report: [report.html](report.html) (self-contained). Per-image measurements: [records.jsonl](records.jsonl).\n"
         if (out / "classifier.md").is_file():
-            extra = "\nThe classifier's own test score and leak probes: [classifier.md](classifier.md). Full report: [report.html](report.html).\n"
-        atomic_write(out / "README.md", (report + extra).encode(), mode=0o644)
+            extra += "The classifier's own test score and leak probes: [classifier.md](classifier.md).\n"
+        atomic_write(out / "README.md", (report.replace("\n\n", "\n\n" + head, 1) + extra).encode(), mode=0o644)
     return rc
 
 
