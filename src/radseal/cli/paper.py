@@ -95,11 +95,11 @@ def run_roundtrip_cmd(args) -> int:
     from radseal.paper.insecure_cipher import WARNING
     from radseal.paper.roundtrip import run_roundtrip, save_outputs
 
-    print(WARNING, file=sys.stderr)
     image_path, key_path = Path(args.image), Path(args.key_image)
     img, key = read_image(image_path), read_image(key_path)
     weights = Path(args.weights) if args.weights else shipped_weights_path()
     model, _ = load_autoencoder(weights)
+    print(WARNING, file=sys.stderr)  # after the inputs load, so a bad input stays a one-line error
     result = run_roundtrip(model, img, key)
     paths = save_outputs(result, args.out, f"{image_path.name} (key: {key_path.name})")
     m = result.metrics()

@@ -100,10 +100,10 @@ def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol
     from tqdm import tqdm
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     x_train, y_train = load_split(data_dir, "train", progress=progress)
     x_test, y_test = load_split(data_dir, "test", progress=progress)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data has loaded: a bad --data leaves nothing
 
     # Autoencoder data: a stratified pool from train/, split into train and validation.
     if protocol.ae_train_images is None:
