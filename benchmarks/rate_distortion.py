@@ -143,6 +143,15 @@ def bd_rates(curves: dict, per_image_rows: list, dataset: str) -> dict:
             rr, qr = _in_range(curves[base], key)
             rt, qt = _in_range(curves["radseal"], key)
             entry[f"{key}_mean_curve"] = bd_rate(rr, [tr(v) for v in qr], rt, [tr(v) for v in qt]) if len(rr) > 1 and len(rt) > 1 else math.nan
+            # Where the curves share no quality inside the bpp window, BD-rate over whatever quality
+            # range they do share (any rate) still says how many more bits one needs.
+            allr = [(p["bpp"], tr(p[key])) for p in curves[base] if p.get(key) is not None and math.isfinite(p[key])]
+            allt = [(p["bpp"], tr(p[key])) for p in curves["radseal"] if p.get(key) is not None and math.isfinite(p[key])]
+            entry[f"{key}_mean_curve_any_rate"] = (
+                bd_rate([a for a, _ in allr], [b for _, b in allr], [a for a, _ in allt], [b for _, b in allt])
+                if len(allr) > 1 and len(allt) > 1
+                else math.nan
+            )
             per = []
             for image in sorted({r["image"] for r in per_image_rows if r["dataset"] == dataset}):
                 def pts(c):
@@ -232,10 +241,21 @@ def child(kind: str, param: str, data: str, threads: int) -> None:
                 "psnr": psnr(img.pixels, out.pixels, img.max_value),
                 "encode_s": t_enc,
                 "decode_s": t_dec,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": _vm_hwm_mb(),
             }
         )
     )
+
+
+def _vm_hwm_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss would count the parent's peak after fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(kind: str, param, data: Path, threads: int) -> dict:
@@ -286,7 +306,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Rate-distortion: radseal learned codec vs standard codecs",
         "",
-        f"Command: `{result['command']}`",
+        f"Command: `{result['command']}`" + (f"; tables re-derived from its per-image rows with `{result['recompute_command']}`" if result.get("recompute_command") else ""),
         "",
         f"Run {result['started']} on this machine ({result['machine']}); model `{result['model']['model_id']}` "
         f"({result['model']['bytes'] / 1e6:.2f} MB, {result['model']['training_steps']} training steps). "
@@ -297,8 +317,10 @@ def markdown(result: dict) -> str:
         "",
         f"## BD-rate of radseal against each baseline ({BD_RANGE[0]}-{BD_RANGE[1]} bpp; negative = radseal needs fewer bits)",
         "",
-        "| data | baseline | BD-rate PSNR (mean curve) | median per image | BD-rate MS-SSIM (mean curve) | median per image |",
-        "|---|---|---|---|---|---|",
+        "n/a: inside the window the two curves share no quality range (radseal's best quality is below the baseline's quality at 0.1 bpp, or the baseline has under two points there); the 'any rate' columns then integrate over the quality range the curves do share, at whatever rates.",
+        "",
+        "| data | baseline | BD-rate PSNR (mean curve) | median per image | PSNR, any rate | BD-rate MS-SSIM (mean curve) | median per image | MS-SSIM, any rate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for ds, table in result["bd_rate"].items():
         for base, e in table.items():
@@ -307,7 +329,8 @@ def markdown(result: dict) -> str:
 
             lines.append(
                 f"| {ds} | {base} | {f(e['psnr_mean_curve'])} | {f(e['psnr_per_image_median'])} ({e['psnr_images']} img) "
-                f"| {f(e.get('ms_ssim_mean_curve'))} | {f(e.get('ms_ssim_per_image_median'))} |"
+                f"| {f(e.get('psnr_mean_curve_any_rate'))} "
+                f"| {f(e.get('ms_ssim_mean_curve'))} | {f(e.get('ms_ssim_per_image_median'))} | {f(e.get('ms_ssim_mean_curve_any_rate'))} |"
             )
     lines += ["", "## Curves (mean over images)", ""]
     for ds, curves in result["curves"].items():
@@ -350,6 +373,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-native", action="store_true", help="skip the non-offset chest X-ray copies")
     ap.add_argument("--no-2048", action="store_true", help="skip the 2048x2048 timing")
+    ap.add_argument("--recompute", action="store_true", help="recompute tables/plots from OUT/rate_distortion.json's per-image rows")
     ap.add_argument("--child", nargs=2, metavar=("CODEC", "PARAM"), help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -368,6 +392,8 @@ def main() -> int:
     from radseal.io import read_image
     from radseal.io.samples import sample_path
 
+    if args.recompute:
+        return recompute(Path(args.out), data, args)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.time()
     codec = Codec.pretrained()
@@ -417,6 +443,32 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     from radseal.io.files import atomic_write
 
+    atomic_write(out / "rate_distortion.json", (json.dumps(_clean(result), indent=1, default=_json) + "\n").encode())
+    atomic_write(out / "rate_distortion.md", markdown(result).encode())
+    plot(curves, out / "rate_distortion.png")
+    print(markdown(result))
+    return 0
+
+
+def recompute(out: Path, data: Path, args) -> int:
+    from radseal.io.files import atomic_write
+
+    result = json.loads((out / "rate_distortion.json").read_text())
+    rows = result["per_image"]
+    for r in rows:  # JSON null back to inf (lossless PSNR)
+        if r.get("psnr") is None:
+            r["psnr"] = math.inf
+    datasets = list(result["curves"])
+    curves = {ds: mean_curves(rows, ds) for ds in datasets}
+    result["curves"] = curves
+    result["bd_rate"] = {ds: bd_rates(curves[ds], rows, ds) for ds in datasets}
+    result["timing"] = timing_table(rows)
+    result["recompute_command"] = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+    if not args.no_2048:
+        pts = curves["cxr_offset"]["radseal"]
+        q2048 = min(pts, key=lambda p: abs(p["psnr"] - 40.0))["param"]
+        result["timing_2048"] = timing_2048(data, q2048, args.threads)
+        result["timing_2048"]["measured"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     atomic_write(out / "rate_distortion.json", (json.dumps(_clean(result), indent=1, default=_json) + "\n").encode())
     atomic_write(out / "rate_distortion.md", markdown(result).encode())
     plot(curves, out / "rate_distortion.png")
