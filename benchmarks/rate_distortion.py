@@ -311,7 +311,8 @@ def markdown(result: dict) -> str:
         f"Run {result['started']} on this machine ({result['machine']}); model `{result['model']['model_id']}` "
         f"({result['model']['bytes'] / 1e6:.2f} MB, {result['model']['training_steps']} training steps). "
         f"Chest X-rays: {len(result['images'])} test images ({result['image_note']}). "
-        "RG1/RG3: right halves (held out from training), native bit depth.",
+        "RG1/RG3: right halves (held out from training), native bit depth. "
+        "cxr_native (not offset, aligned with the source JPEG grid): JPEG, JPEG 2000, JPEG XL only, PSNR only.",
         "",
         "bpp = len(bytes) * 8 / pixels (headers included); PSNR at the image's own peak (2^bits - 1); values are means over images.",
         "",
@@ -350,6 +351,8 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             "## 2048 x 2048 radiograph, encode + decode, fresh process each",
+            "",
+            f"Measured {t2.get('measured', result['started'])} with the same weights (the largest test chest X-ray, {t2['radseal'].get('image', '')}, cropped/reflect-padded to 2048 x 2048; JPEG 2000 aimed at radseal's PSNR).",
             "",
             "| codec | setting | bpp | PSNR dB | encode s | decode s | peak RSS MB |",
             "|---|---|---|---|---|---|---|",
