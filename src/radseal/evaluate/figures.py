@@ -90,7 +90,7 @@ def plot_fidelity(summary: dict, path: Path) -> Path:
         _log_rate_axis(ax)
         ax.grid(alpha=0.3, which="both")
         _target_line(ax, summary)
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="center left")  # the low-agreement corner holds data (the paper's point)
     return save_figure(fig, path)
 
 
