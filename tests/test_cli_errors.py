@@ -235,6 +235,15 @@ CASES = {
     # training, evaluation and the paper baseline: checks before work
     "train-codec/data-missing": ["train-codec", "--data", "W/nope", "--out", "run", "--steps", "1", "--no-progress"],
     "train-codec/crop-not-multiple-of-64": ["train-codec", "--synthetic", "--crop", "65", "--out", "run", "--steps", "1"],
+    **{
+        f"train-codec/{flag[2:]}-{value}": ["train-codec", "--synthetic", "--out", "run", "--no-progress", flag, value]
+        for flag, value in [("--crop", "0"), ("--batch", "0"), ("--lr", "nan"), ("--log-every", "0"),
+                            ("--steps", "-1"), ("--threads", "0"), ("--checkpoint-every", "nan")]
+    },
+    "paper-roundtrip/missing-image": ["paper", "roundtrip", "W/nope.png", "--key-image", "W/small.png",
+                                      "--insecure-paper-cipher", "--out", "pr"],
+    "paper-sweep/data-without-splits": ["paper", "sweep", "--data", "W/emptydir", "--out", "ps", "--smoke",
+                                        "--no-progress"],
     "export-codec/missing": ["export-codec", "W/nope.pt", "--out", "weights"],
     "export-codec/garbage": ["export-codec", "W/garbage.rsl", "--out", "weights"],
     "export-codec/image": ["export-codec", "W/small.png", "--out", "weights"],

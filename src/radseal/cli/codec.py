@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 
 def register(sub) -> None:
@@ -61,8 +62,15 @@ def run_train(args) -> int:
     from radseal.codec.errors import CodecError
     from radseal.codec.train import TrainConfig, train
 
-    if args.crop % 64:
-        raise CodecError(f"--crop must be a multiple of 64, got {args.crop}")
+    if args.crop < 64 or args.crop % 64:
+        raise CodecError(f"--crop must be a positive multiple of 64, got {args.crop}")
+    for name in ("steps", "batch", "threads", "log_every"):
+        if getattr(args, name) < 1:
+            raise CodecError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("lr", "checkpoint_every"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise CodecError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     cfg = TrainConfig(
         data=args.data,
         out=args.out,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,8 @@ class Codec:
         if bpp is None:
             q = self.default_quality if quality is None else quality
             return self.compress_qualities(img, [q])[q]
-        if not bpp > 0:
-            raise CodecError(f"bpp must be positive, got {bpp}")
+        if not (math.isfinite(bpp) and bpp > 0):
+            raise CodecError(f"bpp must be a positive number, got {bpp}")
         encode = self._encoder(img)
         budget = bpp * img.height * img.width / 8.0
         lo_q, hi_q = self.qualities[0], self.qualities[-1]
