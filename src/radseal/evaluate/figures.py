@@ -85,7 +85,7 @@ def plot_fidelity(summary: dict, path: Path) -> Path:
         axes[2].axhline(auc0 - summary["targets"]["auc_drop_max"], color="red", lw=0.8, ls="--", label="original - 0.01")
         axes[2].set_ylabel("AUC on reconstructions")
         axes[2].set_title("AUC (test labels)")
-        axes[2].legend(fontsize=7, loc="lower right")
+        axes[2].legend(fontsize=7, loc="center left")
     for ax in axes:
         _log_rate_axis(ax)
         ax.grid(alpha=0.3, which="both")
