@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
@@ -86,11 +87,16 @@ def _evaluate(args) -> int:
     from radseal.evaluate.runner import EvalConfig
 
     ladder = _csv(args.bpp, float, "--bpp") or list(DEFAULT_BPP_LADDER)
-    if any(b <= 0 for b in ladder):
-        raise EvaluationError("--bpp values must be positive")
+    if not all(math.isfinite(b) and b > 0 for b in ladder):
+        raise EvaluationError("--bpp values must be positive numbers")
     if args.bootstrap < 10:
         raise EvaluationError("--bootstrap must be at least 10")
-    codecs = build_codecs(_csv(args.codecs, str, "--codecs"), _csv(args.qualities, int, "--qualities"), ladder)
+    if args.samples < 0:
+        raise EvaluationError("--samples must be 0 or more")
+    names = _csv(args.codecs, str, "--codecs")
+    if args.codecs is not None and not names:
+        raise EvaluationError("--codecs: no codec named (omit the option to evaluate every codec)")
+    codecs = build_codecs(names, _csv(args.qualities, int, "--qualities"), ladder)
     command = " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]])
     config = EvalConfig(
         data=args.data, out=args.out, split=None if args.split == "all" else args.split, limit=args.limit,
@@ -117,6 +123,8 @@ def _train_classifier(args) -> int:
 
     if args.epochs < 1 or args.size < 64:
         raise RadsealError("--epochs must be >= 1 and --size >= 64 (the network pools by 64)")
+    if args.threads < 1:
+        raise RadsealError(f"--threads must be at least 1, got {args.threads}")
     cfg = TrainConfig(epochs=args.epochs, size=args.size, seed=args.seed, threads=args.threads)
     command = " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]])
     result = train_classifier(args.data, args.out, cfg, progress=not args.quiet, command=command)
