@@ -68,8 +68,6 @@ def measure(img, data: bytes, out, enc_s: float | None, dec_s: float, with_msssi
 
 
 def run_image(img, name: str, dataset: str, codec, qualities, baselines, with_msssim: bool, rows: list) -> None:
-    from radseal.baselines import get_baseline
-
     mp = img.pixels.size / 1e6
     # radseal: one timed single-quality encode (for speed), the sweep sharing the analysis.
     mid_q = qualities[len(qualities) // 2]
@@ -84,16 +82,24 @@ def run_image(img, name: str, dataset: str, codec, qualities, baselines, with_ms
         rec = measure(img, data, out, enc_mid if q == mid_q else None, dec, with_msssim)
         rows.append({"dataset": dataset, "image": name, "codec": "radseal", "param": q, "mp": mp, **rec})
     for bname in baselines:
-        b = get_baseline(bname)
-        for p in b.params_for(img):
-            t = time.perf_counter()
-            data = b.compress(img, p)
-            enc = time.perf_counter() - t
-            t = time.perf_counter()
-            out = b.decompress(data)
-            dec = time.perf_counter() - t
-            ms = with_msssim and not b.lossless
-            rows.append({"dataset": dataset, "image": name, "codec": bname, "param": p, "mp": mp, **measure(img, data, out, enc, dec, ms)})
+        sweep_baseline(img, name, dataset, bname, rows, with_msssim)
+
+
+def sweep_baseline(img, name: str, dataset: str, bname: str, rows: list, with_msssim: bool) -> None:
+    """One baseline over its own quality sweep, each setting timed and measured."""
+    from radseal.baselines import get_baseline
+
+    b = get_baseline(bname)
+    mp = img.pixels.size / 1e6
+    for p in b.params_for(img):
+        t = time.perf_counter()
+        data = b.compress(img, p)
+        enc = time.perf_counter() - t
+        t = time.perf_counter()
+        out = b.decompress(data)
+        dec = time.perf_counter() - t
+        ms = with_msssim and not b.lossless
+        rows.append({"dataset": dataset, "image": name, "codec": bname, "param": p, "mp": mp, **measure(img, data, out, enc, dec, ms)})
 
 
 def mean_curves(rows: list, dataset: str) -> dict:
@@ -481,19 +487,8 @@ def recompute(out: Path, data: Path, args) -> int:
 
 def run_native(img, name: str, rows: list) -> None:
     """Baselines (and no radseal, for time) on the copy aligned with the source JPEG grid; PSNR only."""
-    from radseal.baselines import get_baseline
-
-    mp = img.pixels.size / 1e6
     for bname in NATIVE_BASELINES:
-        b = get_baseline(bname)
-        for p in b.params_for(img):
-            t = time.perf_counter()
-            data = b.compress(img, p)
-            enc = time.perf_counter() - t
-            t = time.perf_counter()
-            out = b.decompress(data)
-            dec = time.perf_counter() - t
-            rows.append({"dataset": "cxr_native", "image": name, "codec": bname, "param": p, "mp": mp, **measure(img, data, out, enc, dec, False)})
+        sweep_baseline(img, name, "cxr_native", bname, rows, with_msssim=False)
 
 
 def _clean(v):
