@@ -1,4 +1,4 @@
-"""Rate-distortion benchmark: radseal's learned codec against the standard codecs.
+"""Rate-distortion benchmark: radseal's codec (the registry's default model) against the standard codecs.
 
 Measures, in one run on this machine:
 
@@ -308,14 +308,21 @@ def plot(curves_by_ds: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _model_summary(model: dict) -> str:
+    size = f"{model['bytes'] / 1e6:.2f} MB"
+    if model.get("family", "hyperprior") == "subband":
+        return f"{size}; CDF 9/7 wavelet with a learned context model fitted on {model.get('training_samples')} sampled coefficients"
+    return f"{size}, {model.get('training_steps')} training steps"
+
+
 def markdown(result: dict) -> str:
     lines = [
-        "# Rate-distortion: radseal learned codec vs standard codecs",
+        "# Rate-distortion: radseal's codec vs standard codecs",
         "",
         f"Command: `{result['command']}`" + (f"; tables re-derived from its per-image rows with `{result['recompute_command']}`" if result.get("recompute_command") else ""),
         "",
         f"Run {result['started']} on this machine ({result['machine']}); model `{result['model']['model_id']}` "
-        f"({result['model']['bytes'] / 1e6:.2f} MB, {result['model']['training_steps']} training steps). "
+        f"({_model_summary(result['model'])}). "
         f"Chest X-rays: {len(result['images'])} test images ({result['image_note']}). "
         "RG1/RG3: right halves (held out from training), native bit depth. "
         "cxr_native (not offset, aligned with the source JPEG grid): JPEG, JPEG 2000, JPEG XL only, PSNR only.",
@@ -429,8 +436,10 @@ def main() -> int:
         "machine": f"{__import__('os').cpu_count()} CPU cores shared with other work, torch threads {args.threads}",
         "model": {
             "model_id": codec.model_id,
+            "family": codec.family,
             "bytes": codec.info.get("bytes"),
             "training_steps": codec.info.get("training_steps"),
+            "training_samples": codec.info.get("training_samples"),
             "sha256": codec.info.get("sha256"),
         },
         "images": [p.name for p in paths],

@@ -1,4 +1,8 @@
-"""The learned codec: round trips at native depth, deterministic decoding, bad input."""
+"""Both codec families: round trips at native depth, deterministic decoding, bad input.
+
+Tests that are about one family's internals use the ``hyperprior`` fixture
+here, or live in ``test_codec_subband.py``.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,21 @@ from radseal.image import Image
 from radseal.io import read_image
 
 
+FAMILIES = ["rsc2-cdf97-ctx", "rsc1-mshp-n128"]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def codec(request) -> Codec:
+    return Codec.pretrained(request.param)
+
+
 @pytest.fixture(scope="module")
-def codec() -> Codec:
-    return Codec.pretrained()
+def hyperprior() -> Codec:
+    return Codec.pretrained("rsc1-mshp-n128")
+
+
+def test_default_model_is_the_wavelet_codec():
+    assert Codec.pretrained().model_id == "rsc2-cdf97-ctx"
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +144,16 @@ def test_header_is_self_describing(codec, rg1_crop):
 # -- deterministic decoding --------------------------------------------------------------------
 
 
-def test_decoder_recovers_exactly_the_encoders_symbols(codec, rg1_crop):
+def test_decoder_recovers_exactly_the_encoders_symbols(hyperprior, rg1_crop):
+    codec = hyperprior
     z_enc, y_enc = codec.encoder_symbols(rg1_crop, 9)
     z_dec, y_dec = codec.decode_symbols(codec.compress(rg1_crop, quality=9))
     assert np.array_equal(z_enc, z_dec) and np.array_equal(y_enc, y_dec)
 
 
-def test_integer_hyper_synthesis_is_exact(codec):
+def test_integer_hyper_synthesis_is_exact(hyperprior):
     """The float64-carried integer path equals pure int64 arithmetic, bit for bit."""
+    codec = hyperprior
     rng = np.random.default_rng(3)
     nz = codec._rt.tables.z_counts.shape[0]
     z = rng.integers(-6, 7, size=(nz, 9, 11))
@@ -144,16 +162,17 @@ def test_integer_hyper_synthesis_is_exact(codec):
     assert np.array_equal(mean_a, mean_b) and np.array_equal(scale_a, scale_b)
 
 
-def test_symbols_survive_perturbed_float_paths(codec, rg1_crop):
+def test_symbols_survive_perturbed_float_paths(hyperprior, rg1_crop):
     """Another machine: other thread count, float64 synthesis, noise in every float weight.
 
     The decoded symbols must not change; only the reconstructed pixels may move slightly.
     """
+    codec = hyperprior
     data = codec.compress(rg1_crop, quality=10)
     z_ref, y_ref = codec.encoder_symbols(rg1_crop, 10)
     ref_pixels = codec.decompress(data).pixels.astype(np.int64)
     threads = torch.get_num_threads()
-    perturbed = Codec.pretrained()
+    perturbed = Codec.pretrained(codec.model_id)
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
@@ -176,9 +195,10 @@ def test_symbols_survive_perturbed_float_paths(codec, rg1_crop):
         torch.set_num_threads(threads)
 
 
-def test_float_hyper_synthesis_would_not_be_deterministic(codec):
+def test_float_hyper_synthesis_would_not_be_deterministic(hyperprior):
     """Why the integer path exists: the same network in float, nudged by rounding-sized noise,
     picks other tables for some latents, while the integer path has no float to nudge."""
+    codec = hyperprior
     rt = codec._rt
     rng = np.random.default_rng(5)
     torch.manual_seed(5)  # the noise below must be the same on every run
@@ -267,21 +287,23 @@ def test_not_bytes(codec):
         codec.decompress("hello")  # type: ignore[arg-type]
 
 
-def test_damaged_weights_are_refused(tmp_path):
+@pytest.mark.parametrize("model_id", FAMILIES)
+def test_damaged_weights_are_refused(tmp_path, model_id):
     folder = tmp_path / "w"
     shutil.copytree(weights_dir(), folder)
-    npz = next(folder.glob("*.npz"))
+    npz = folder / f"{model_id}.npz"
     raw = bytearray(npz.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     npz.write_bytes(bytes(raw))
     with pytest.raises(WeightsError):
-        Codec.pretrained(weights_dir=folder)
+        Codec.pretrained(model_id, weights_dir=folder)
 
 
-def test_mismatched_weights_are_refused(tmp_path):
-    with np.load(next(weights_dir().glob("*.npz")), allow_pickle=False) as f:
+@pytest.mark.parametrize(("model_id", "prefix"), [("rsc1-mshp-n128", "float.g_s."), ("rsc2-cdf97-ctx", "ctx.weights")])
+def test_mismatched_weights_are_refused(tmp_path, model_id, prefix):
+    with np.load(weights_dir() / f"{model_id}.npz", allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
-    key = next(k for k in arrays if k.startswith("float.g_s."))
+    key = next(k for k in arrays if k.startswith(prefix))
     arrays[key] = arrays[key][..., :1]
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
@@ -289,8 +311,16 @@ def test_mismatched_weights_are_refused(tmp_path):
         Codec.from_file(path)
 
 
-def test_tiled_transforms_match_whole_image(codec):
+def test_weights_of_unknown_family_are_refused(tmp_path):
+    path = tmp_path / "odd.npz"
+    np.savez(path, config=np.frombuffer(b'{"family": "jpeg9000"}', dtype=np.uint8))
+    with pytest.raises(WeightsError, match="unknown family"):
+        Codec.from_file(path)
+
+
+def test_tiled_transforms_match_whole_image(hyperprior):
     """Bounded-memory tiling: same result as one pass, up to float rounding near tile borders."""
+    codec = hyperprior
     from radseal.codec.runtime import _tiled
 
     net = codec._rt.net

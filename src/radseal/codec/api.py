@@ -1,31 +1,62 @@
-"""``Codec``: compress an :class:`~radseal.image.Image` to bytes and back."""
+"""``Codec``: compress an :class:`~radseal.image.Image` to bytes and back.
+
+``Codec`` holds what every model family shares: the byte format, the
+normalization of native-depth pixels to 0..1 and back, quality and ``bpp=``
+selection, and dispatch of a stream to the model that made it. A family
+(``radseal.codec.subband``: wavelet + learned context model, the default;
+``radseal.codec.hyperprior``: the neural hyperprior) supplies four hooks:
+``_analyse``, ``_encode``, ``_decode`` and ``num_qualities``.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from radseal.codec import bitstream
-from radseal.codec.entropy import Z_RANGE, scale_index
-from radseal.codec.errors import BitstreamError, CodecError, UnknownModelError
-from radseal.codec.integer import ACT_BITS
-from radseal.codec.layout import LATENT_STRIDE, PAD_MULTIPLE
+from radseal.codec.errors import BitstreamError, CodecError, UnknownModelError, WeightsError
 from radseal.codec.weights import load_npz, resolve
 from radseal.image import Image
 
 
+def _family(state: dict[str, np.ndarray]) -> str:
+    try:
+        config = json.loads(bytes(state["config"]).decode("utf-8"))
+    except KeyError:
+        raise WeightsError("codec weights lack their config") from None
+    except (UnicodeDecodeError, ValueError):
+        raise WeightsError("codec weights have an unreadable config") from None
+    return config.get("family", "hyperprior") if isinstance(config, dict) else "?"
+
+
+def _from_state(state: dict[str, np.ndarray], model_id: str, info: dict | None) -> "Codec":
+    family = _family(state)
+    if family == "subband":
+        from radseal.codec.subband import SubbandCodec
+
+        return SubbandCodec.from_state(state, model_id, info)
+    if family == "hyperprior":
+        from radseal.codec.hyperprior import HyperpriorCodec
+
+        return HyperpriorCodec.from_state(state, model_id, info)
+    raise WeightsError(f"codec weights are of unknown family {family!r}")
+
+
 class Codec:
-    """The learned codec with one set of weights.
+    """A trained codec with one set of weights.
 
     >>> codec = Codec.pretrained()
     >>> data = codec.compress(img, quality=8)        # or bpp=0.3
     >>> img2 = codec.decompress(data)                 # same size, bit depth, photometric
     """
 
-    def __init__(self, runtime, model_id: str, info: dict | None = None):
-        self._rt = runtime
+    num_qualities = 16
+    family = "?"
+
+    def __init__(self, model_id: str, info: dict | None = None):
         self.model_id = model_id
         self.info = dict(info or {})
 
@@ -33,23 +64,19 @@ class Codec:
     @classmethod
     def pretrained(cls, model_id: str | None = None, weights_dir: str | Path | None = None) -> "Codec":
         """The shipped weights (offline); ``model_id`` None means the registry's default."""
-        from radseal.codec.runtime import Runtime
-
         mid, path, entry = resolve(model_id, Path(weights_dir) if weights_dir else None)
-        return cls(Runtime.from_state(load_npz(path)), mid, entry)
+        return _from_state(load_npz(path), mid, entry)
 
     @classmethod
     def from_file(cls, path: str | Path, model_id: str = "local") -> "Codec":
         """Weights from an exported ``.npz`` outside the registry (experiments)."""
-        from radseal.codec.runtime import Runtime
-
-        return cls(Runtime.from_state(load_npz(Path(path))), model_id)
+        return _from_state(load_npz(Path(path)), model_id, None)
 
     # -- description -----------------------------------------------------------------------
     @property
     def qualities(self) -> tuple[int, ...]:
         """Valid ``quality`` values, low (smallest files) to high."""
-        return tuple(range(1, self._rt.num_qualities + 1))
+        return tuple(range(1, self.num_qualities + 1))
 
     @property
     def default_quality(self) -> int:
@@ -102,10 +129,7 @@ class Codec:
         if h < 1 or w < 1 or h > bitstream.MAX_SIDE or w > bitstream.MAX_SIDE or h * w > bitstream.MAX_PIXELS:
             raise CodecError(f"image size {h}x{w} is outside what the codec supports")
         low, high = int(img.pixels.min()), int(img.pixels.max())
-        x = (img.pixels.astype(np.float32) - low) / float(max(high - low, 1))
-        hp, wp = _padded(h), _padded(w)
-        x = np.pad(x, ((0, hp - h), (0, wp - w)), mode="edge")
-        y_raw = self._rt.analysis(x)
+        state = self._analyse(_normalized(img.pixels, low, high))
 
         def encode(q: int) -> bytes:
             header = bitstream.Header(
@@ -119,7 +143,7 @@ class Codec:
                 low=low,
                 high=high,
             )
-            return bitstream.pack(header, self._encode_latent(y_raw, q))
+            return bitstream.pack(header, self._encode(state, h, w, q))
 
         return encode
 
@@ -136,9 +160,7 @@ class Codec:
             return other.decompress(data)
         if header.quality not in self.qualities:
             raise BitstreamError(f"stream declares quality {header.quality}, outside {self.qualities[0]}..{self.qualities[-1]}")
-        hp, wp = _padded(header.height), _padded(header.width)
-        y_hat = self._decode_latent(payload, header.quality, hp // LATENT_STRIDE, wp // LATENT_STRIDE)
-        x = self._rt.synthesis(y_hat)[: header.height, : header.width]
+        x = self._decode(payload, header.height, header.width, header.quality)
         span = float(max(header.high - header.low, 1))
         values = np.rint(x.astype(np.float64) * span + header.low)
         values = np.clip(values, header.low, header.high)
@@ -151,72 +173,22 @@ class Codec:
             metadata={"codec": self.model_id, "quality": header.quality},
         )
 
-    # -- latent coding ---------------------------------------------------------------------
-    def _encode_latent(self, y_raw, quality: int) -> bytes:
-        z_sym, y_sym, idx = self._symbols(y_raw, quality)
-        return self._rt.tables.encode(z_sym, y_sym, idx)
+    # -- family hooks ----------------------------------------------------------------------
+    def _analyse(self, x01: np.ndarray):
+        """Quality-independent analysis of pixels scaled to 0..1 (shared by every quality)."""
+        raise NotImplementedError
 
-    def _symbols(self, y_raw, quality: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(z symbols, y symbols, y table indices) the encoder writes for one quality."""
-        gain, _ = self._rt.gains(quality)
-        y = y_raw * gain
-        z = self._rt.hyper_analysis(y).numpy()
-        z_sym = np.clip(np.rint(z), -Z_RANGE, Z_RANGE).astype(np.int64)
-        mean_fx, idx = self.hyper_synthesis(z_sym)
-        mean = mean_fx.astype(np.float64) / (1 << ACT_BITS)
-        half = self._rt.tables.y_half[idx]
-        y_sym = np.clip(np.rint(y.numpy().astype(np.float64) - mean), -half, half).astype(np.int64)
-        return z_sym, y_sym, idx
+    def _encode(self, state, height: int, width: int, quality: int) -> bytes:
+        """The entropy-coded payload for one quality."""
+        raise NotImplementedError
 
-    def encoder_symbols(self, img: Image, quality: int) -> tuple[np.ndarray, np.ndarray]:
-        """(z symbols, y symbols) that :meth:`compress` writes for ``img`` (for checks)."""
-        low, high = int(img.pixels.min()), int(img.pixels.max())
-        x = (img.pixels.astype(np.float32) - low) / float(max(high - low, 1))
-        x = np.pad(x, ((0, _padded(img.height) - img.height), (0, _padded(img.width) - img.width)), mode="edge")
-        z_sym, y_sym, _ = self._symbols(self._rt.analysis(x), quality)
-        return z_sym, y_sym
-
-    def _decode_latent(self, payload: bytes, quality: int, hl: int, wl: int):
-        tables = self._rt.tables
-        coder = tables.open_stream(payload)
-        nz = tables.z_counts.shape[0]
-        try:
-            z_sym = tables.decode_z(coder, (nz, hl // 4, wl // 4))
-            mean_fx, idx = self.hyper_synthesis(z_sym)
-            y_sym = tables.decode_y(coder, idx)
-            clean = coder.is_empty()
-        except BitstreamError:
-            raise
-        except Exception as exc:  # constriction refuses a payload it cannot parse
-            raise BitstreamError(f"entropy decoding failed: {exc}") from None
-        if not clean:
-            raise BitstreamError("entropy-coded payload did not decode cleanly (corrupted, or made with other weights)")
-        mean = mean_fx.astype(np.float64) / (1 << ACT_BITS)
-        import torch
-
-        _, inv_gain = self._rt.gains(quality)
-        y_hat = torch.from_numpy((y_sym + mean).astype(np.float32))
-        return y_hat * inv_gain
-
-    def hyper_synthesis(self, z_sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer means (fixed point) and table indices from the hyper-latent symbols: exact everywhere."""
-        mean_fx, scale_fx = self._rt.hs_int(z_sym)
-        return mean_fx, scale_index(scale_fx, self._rt.thresholds)
-
-    def decode_symbols(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """(z symbols, y symbols) of a stream, without running the synthesis (for checks)."""
-        header, payload = bitstream.unpack(data)
-        hp, wp = _padded(header.height), _padded(header.width)
-        tables = self._rt.tables
-        coder = tables.open_stream(payload)
-        hl, wl = hp // LATENT_STRIDE, wp // LATENT_STRIDE
-        z_sym = tables.decode_z(coder, (tables.z_counts.shape[0], hl // 4, wl // 4))
-        _, idx = self.hyper_synthesis(z_sym)
-        return z_sym, tables.decode_y(coder, idx)
+    def _decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
+        """Pixels scaled to 0..1 (float), ``height`` x ``width``."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"Codec(model_id={self.model_id!r}, qualities={self.qualities[0]}..{self.qualities[-1]})"
+        return f"{type(self).__name__}(model_id={self.model_id!r}, qualities={self.qualities[0]}..{self.qualities[-1]})"
 
 
-def _padded(n: int) -> int:
-    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+def _normalized(pixels: np.ndarray, low: int, high: int) -> np.ndarray:
+    return (pixels.astype(np.float32) - low) / float(max(high - low, 1))

@@ -80,3 +80,41 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError) as exc:
         raise WeightsError(f"{path}: not a readable codec weights file ({exc})") from None
+
+
+def register_model(folder: Path, model_id: str, arrays: dict[str, np.ndarray], record: dict, entry: dict,
+                   make_default: bool = True) -> dict:
+    """Write ``<id>.npz`` and ``<id>.json`` into ``folder`` and add the model to its registry.
+
+    Every file is written atomically, so an interrupted export leaves the old model usable.
+    """
+    import io
+    import time
+
+    from radseal.io.files import atomic_write
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"{folder}: cannot create the weights folder ({exc.strerror or exc})") from None
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    npz_path = folder / f"{model_id}.npz"
+    atomic_write(npz_path, buf.getvalue(), mode=0o644)
+    record = {
+        "model_id": model_id,
+        **record,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "file": npz_path.name,
+        "bytes": npz_path.stat().st_size,
+        "sha256": sha256_file(npz_path),
+    }
+    atomic_write(folder / f"{model_id}.json", (json.dumps(record, indent=2) + "\n").encode(), mode=0o644)
+    reg_path = folder / REGISTRY_NAME
+    reg = json.loads(reg_path.read_text()) if reg_path.is_file() else {"default": model_id, "models": {}}
+    reg["models"][model_id] = {"file": record["file"], "sha256": record["sha256"], "bytes": record["bytes"], **entry}
+    if make_default or reg.get("default") not in reg["models"]:
+        reg["default"] = model_id
+    atomic_write(reg_path, (json.dumps(reg, indent=2) + "\n").encode(), mode=0o644)
+    return record

@@ -199,7 +199,11 @@ class Receiver:
 
 
 def _model_id(result: Any, codec: Any) -> str:
-    """The decoding codec's model id, else the codec name the sender wrote in the metadata."""
+    """The model that decoded the image (a stream names its own model, which may not be the
+    receiver's default), else the receiver codec's id, else the sender's codec name."""
+    decoded_by = (getattr(getattr(result, "image", None), "metadata", None) or {}).get("codec")
+    if isinstance(decoded_by, str) and decoded_by:
+        return decoded_by
     if getattr(codec, "model_id", None):
         return str(codec.model_id)
     named = ((getattr(result, "metadata", None) or {}).get("codec") or {}).get("name")
