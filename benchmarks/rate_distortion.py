@@ -190,7 +190,7 @@ def timing_table(rows: list) -> dict:
 
 
 # -- 2048 x 2048: time and peak memory in fresh processes ---------------------------------------
-def test_image_2048(data: Path):
+def test_image_2048(data: Path, side: int = 2048):
     """The largest test chest X-ray, reflect-padded/cropped to 2048 x 2048 (sizes read from headers only)."""
     from PIL import Image as PILImage
 
@@ -205,23 +205,24 @@ def test_image_2048(data: Path):
 
     biggest = max(samples, key=area)
     img = read_image(biggest.path)
-    px = np.pad(img.pixels, ((0, max(0, 2048 - img.height)), (0, max(0, 2048 - img.width))), mode="reflect")[:2048, :2048]
+    px = np.pad(img.pixels, ((0, max(0, side - img.height)), (0, max(0, side - img.width))), mode="reflect")[:side, :side]
     return img.with_pixels(np.ascontiguousarray(px)), biggest.path.name
 
 
-def child(kind: str, param: str, data: str, threads: int) -> None:
-    """Run in a fresh process: encode + decode the 2048^2 image once, print JSON (peak RSS included)."""
+def child(kind: str, param: str, data: str, threads: int, side: int = 2048) -> None:
+    """Run in a fresh process: encode + decode the side x side image once, print JSON (peak RSS included)."""
     from radseal.evaluate.metrics import psnr
 
-    img, name = test_image_2048(Path(data))
+    img, name = test_image_2048(Path(data), side)
     small = img.with_pixels(np.ascontiguousarray(img.pixels[:256, :256]))
     if kind == "radseal":
-        import torch
-
-        torch.set_num_threads(threads)
         from radseal.codec import Codec
 
         codec = Codec.pretrained()
+        if codec.family == "hyperprior":  # the only family that runs torch
+            import torch
+
+            torch.set_num_threads(threads)
         enc = lambda im: codec.compress(im, quality=int(param))  # noqa: E731
         dec = codec.decompress
     else:
@@ -247,6 +248,7 @@ def child(kind: str, param: str, data: str, threads: int) -> None:
                 "psnr": psnr(img.pixels, out.pixels, img.max_value),
                 "encode_s": t_enc,
                 "decode_s": t_dec,
+                "side": side,
                 "peak_rss_mb": _vm_hwm_mb(),
             }
         )
@@ -264,8 +266,8 @@ def _vm_hwm_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(kind: str, param, data: Path, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, str(param), "--data", str(data), "--threads", str(threads)]
+def run_child(kind: str, param, data: Path, threads: int, side: int = 2048) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, str(param), "--data", str(data), "--threads", str(threads), "--side", str(side)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
@@ -277,7 +279,9 @@ def timing_2048(data: Path, quality: int, threads: int) -> dict:
     # JPEG 2000 at matching quality: its knob is a target PSNR in dB; aim at radseal's PSNR.
     j2 = run_child("jpeg2000", round(rs["psnr"], 2), data, threads)
     ratio = (rs["encode_s"] + rs["decode_s"]) / (j2["encode_s"] + j2["decode_s"])
-    return {"radseal": rs, "jpeg2000": j2, "time_ratio_radseal_over_jpeg2000": ratio}
+    # The largest size the codec must handle, for time and peak memory.
+    big = run_child("radseal", quality, data, threads, side=4096)
+    return {"radseal": rs, "jpeg2000": j2, "time_ratio_radseal_over_jpeg2000": ratio, "radseal_4096": big}
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -373,7 +377,10 @@ def markdown(result: dict) -> str:
         for k in ("radseal", "jpeg2000"):
             r = t2[k]
             lines.append(f"| {k} | {r['param']} | {r['bpp']:.3f} | {r['psnr']:.2f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['peak_rss_mb']:.0f} |")
-        lines += ["", f"Time ratio radseal / JPEG 2000 (encode + decode): **{t2['time_ratio_radseal_over_jpeg2000']:.1f}x**."]
+        big = t2.get("radseal_4096")
+        if big:
+            lines.append(f"| radseal at 4096 x 4096 | {big['param']} | {big['bpp']:.3f} | {big['psnr']:.2f} | {big['encode_s']:.2f} | {big['decode_s']:.2f} | {big['peak_rss_mb']:.0f} |")
+        lines += ["", f"Time ratio radseal / JPEG 2000 (encode + decode, 2048 x 2048): **{t2['time_ratio_radseal_over_jpeg2000']:.2f}x**."]
     lines += ["", "Lossless references (bpp): " + ", ".join(
         f"{ds} {c} {p['bpp']:.3f}" for ds, cs in result["curves"].items() for c, pts in cs.items() if c in LOSSLESS_BASELINES for p in pts
     ), ""]
@@ -391,13 +398,14 @@ def main() -> int:
     ap.add_argument("--no-2048", action="store_true", help="skip the 2048x2048 timing")
     ap.add_argument("--recompute", action="store_true", help="recompute tables/plots from OUT/rate_distortion.json's per-image rows")
     ap.add_argument("--child", nargs=2, metavar=("CODEC", "PARAM"), help=argparse.SUPPRESS)
+    ap.add_argument("--side", type=int, default=2048, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     from radseal.io.dataset import resolve_data_dir
 
     data = resolve_data_dir(args.data)
     if args.child:
-        child(args.child[0], args.child[1], str(data), args.threads)
+        child(args.child[0], args.child[1], str(data), args.threads, args.side)
         return 0
 
     import torch

@@ -81,7 +81,7 @@ def register(sub) -> None:
     f.add_argument("--images", type=int, default=60, help="training chest X-rays to sample (default: 60)")
     f.add_argument("--qualities-per-image", type=int, default=6, help="quality levels sampled per image (default: 6)")
     f.add_argument("--per-unit", type=int, default=600, help="coefficients sampled per band phase (default: 600)")
-    f.add_argument("--iterations", type=int, default=150, help="optimizer iterations of the context model (default: 150)")
+    f.add_argument("--iterations", type=int, default=250, help="optimizer iterations of the context model (default: 250)")
     f.add_argument("--rounding", type=float, default=0.4,
                    help="dead-zone quantizer rounding offset: q = floor(|c|/step + R); 0.5 is plain rounding (default: 0.4)")
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")

@@ -19,7 +19,10 @@ neighbours on every side. A coefficient's context is
   ``hl`` band runs along columns and ``lh`` along rows;
 * the quality level (coarse steps make every magnitude smaller);
 * the local brightness, read from the decoded low-pass band (X-ray noise
-  grows with the signal, and clipped black or white regions carry none).
+  grows with the signal, and clipped black or white regions carry none);
+* one combined activity, a fixed weighted sum of all the decoded magnitudes
+  above (an additive model over separate buckets multiplies evidence; the
+  scale of a wavelet coefficient is closer to a sum of its neighbours').
 
 Each feature is bucketed on a fixed integer grid; the learned model adds one
 integer per (band class, feature, bucket), and the sum picks the table.
@@ -36,7 +39,8 @@ BUCKET_EDGES = np.array(
     dtype=np.int64,
 )
 NUM_BUCKETS = int(BUCKET_EDGES.size)
-FEATURES = ("parent", "parent3", "sibling", "sibling3", "vertical", "horizontal", "diagonal", "quality", "intensity")
+FEATURES = ("parent", "parent3", "sibling", "sibling3", "vertical", "horizontal", "diagonal", "quality", "intensity",
+            "activity")
 NUM_FEATURES = len(FEATURES)
 #: The 2x2 sub-lattices (row parity, column parity) in coding order.
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
@@ -77,14 +81,18 @@ def band_context(parent_abs: np.ndarray | None, siblings_abs: list[np.ndarray], 
     """The phase-independent features of a band, bucketed once: parent (on the parent's grid),
     siblings and brightness bucket (on the band's grid)."""
     out: dict[str, np.ndarray | None] = {"parent": None, "parent3": None, "sibling": None, "sibling3": None,
-                                         "intensity": intensity}
+                                         "intensity": intensity, "parent3_sum": None, "sibling3_sum": None}
     if parent_abs is not None and parent_abs.size:
+        p3 = box3(parent_abs)
         out["parent"] = bucket(parent_abs)
-        out["parent3"] = bucket(box3(parent_abs))
+        out["parent3"] = bucket(p3)
+        out["parent3_sum"] = p3
     if siblings_abs:
         s = sum(fit(x, shape) for x in siblings_abs)
+        s3 = box3(s)
         out["sibling"] = bucket(s)
-        out["sibling3"] = bucket(box3(s))
+        out["sibling3"] = bucket(s3)
+        out["sibling3_sum"] = s3
     return out
 
 
@@ -113,9 +121,18 @@ def phase_features(decoded_abs: np.ndarray, static: dict, quality_bucket: int, p
     def at(di: int, dj: int) -> np.ndarray:
         return p[1 + a + di :: 2, 1 + b + dj :: 2][:hp, :wp]
 
-    f[4] = bucket(at(-1, 0) + at(1, 0))
-    f[5] = bucket(at(0, -1) + at(0, 1))
-    f[6] = bucket(at(-1, -1) + at(-1, 1) + at(1, -1) + at(1, 1))
+    vertical = at(-1, 0) + at(1, 0)
+    horizontal = at(0, -1) + at(0, 1)
+    diagonal = at(-1, -1) + at(-1, 1) + at(1, -1) + at(1, 1)
+    f[4] = bucket(vertical)
+    f[5] = bucket(horizontal)
+    f[6] = bucket(diagonal)
     f[7] = quality_bucket
     f[8] = static["intensity"][a::2, b::2]
+    activity = 2 * (vertical + horizontal) + diagonal
+    if static["parent3_sum"] is not None:
+        activity = activity + fit(static["parent3_sum"], (hp, wp))
+    if static["sibling3_sum"] is not None:
+        activity = activity + static["sibling3_sum"][a::2, b::2]
+    f[9] = bucket(activity)
     return f

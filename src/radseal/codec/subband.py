@@ -19,6 +19,7 @@ Magnitudes past a table's edge are escaped and sent as Exp-Golomb numbers.
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 
@@ -39,6 +40,9 @@ ESCAPE_BITS = 26  # Exp-Golomb prefix range: escaped magnitudes below 2**26
 NUM_CLASSES = LEVELS * 3 * len(context.PHASES)
 PIXEL_SCALE = 255.0
 INTENSITY_BUCKETS = 16
+#: Encoder-only rate-distortion trade-off, in squared quantizer steps per bit. High-rate theory
+#: for an entropy-coded uniform quantizer gives 2 ln 2 / 12 = 0.116.
+RDO_LAMBDA = 0.116
 
 
 def intensity_edges(steps: np.ndarray) -> np.ndarray:
@@ -66,7 +70,8 @@ def quality_steps(step_max: float, step_min: float) -> np.ndarray:
 
 
 def quantize(c: np.ndarray, step: float, rounding: float) -> np.ndarray:
-    return (np.sign(c) * np.floor(np.abs(c) / step + rounding)).astype(np.int64)
+    # int32: magnitudes stay far below 2**31 for any 16-bit image at any quality.
+    return (np.sign(c) * np.floor(np.abs(c) / step + rounding)).astype(np.int32)
 
 
 def _categorical(counts: np.ndarray):
@@ -124,9 +129,15 @@ class SubbandModel:
         if np.abs(self.weights).max(initial=0) > 1 << 20 or np.abs(self.bias).max(initial=0) > 1 << 20:
             raise WeightsError("wavelet codec context weights are out of range")
         self._flat = self.weights.reshape(NUM_CLASSES, -1).astype(np.int32)
+        self._centroids32 = self.centroids.astype(np.float32)
         self._bias32 = self.bias.astype(np.int32)
         self._offsets = (np.arange(context.NUM_FEATURES, dtype=np.int32) * context.NUM_BUCKETS)[:, None, None]
         self._models = [_categorical(self.counts[k, : 2 * h + 1]) for k, h in enumerate(self.half)]
+        # Encoder-side costs (bits) of coding 0 and +-1 under each table, for the rate-distortion pass.
+        rows = np.arange(NUM_SCALES)
+        total = float(1 << PRECISION)
+        self._bits_zero = -np.log2(self.counts[rows, self.half] / total)
+        self._bits_one = -np.log2(self.counts[rows, self.half + 1] / total)
         self._prefix = _categorical(_escape_prefix_counts())
         self._ll_choice = _uniform(NUM_SCALES)
         ll_norm, detail_norms = wavelet.synthesis_norms(LEVELS)
@@ -161,9 +172,10 @@ class SubbandModel:
             bands: dict[str, np.ndarray] = {}
             band_idx: dict[str, np.ndarray] = {}
             for oi, o in enumerate(wavelet.ORIENTATIONS):
-                band = np.zeros(shapes[o], dtype=np.int64)
-                band_idx[o] = np.zeros(shapes[o], dtype=np.int64)
-                decoded_abs = np.zeros(shapes[o], dtype=np.int64)
+                # Narrow dtypes keep a 4096 x 4096 image in well under a gigabyte.
+                band = np.zeros(shapes[o], dtype=np.int32)
+                band_idx[o] = np.zeros(shapes[o], dtype=np.int16)
+                decoded_abs = np.zeros(shapes[o], dtype=np.int32)
                 parent = np.abs(details[i - 1][o]) if i > 0 else None
                 siblings = [np.abs(bands[s]) for s in wavelet.ORIENTATIONS[:oi]]
                 # Level i (coarsest first) is 2**i times finer than the low-pass band.
@@ -199,20 +211,44 @@ class SubbandModel:
     def encode(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int) -> bytes:
         import constriction
 
+        q, ops = self.choose_symbols(coeffs, height, width, quality)
+        coder = constriction.stream.stack.AnsCoder()
+        for symbols, model in reversed(ops):
+            coder.encode_reverse(symbols, model)
+        return coder.get_compressed().astype("<u4").tobytes() + symbols_checksum(q)
+
+    def choose_symbols(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int):
+        """(symbol pyramid, coding operations in decoder order) for one quality.
+
+        Dead-zone quantization, then a rate-distortion pass: a magnitude-1 symbol whose table makes
+        it expensive (a quiet context) is dropped to 0 when the squared error that it saves is worth
+        less than ``RDO_LAMBDA`` x step^2 per bit. Later contexts see the decision, as the decoder will.
+        """
         q = self.quantize(coeffs, quality)
+        _, steps = self.band_steps(quality, len(coeffs.details))
         ops: list[tuple[np.ndarray, object]] = []
         ops += self._ll_ops(q.ll)
 
         def code_unit(idx, i, o, phase):
-            values = q.details[i][o][phase[0] :: 2, phase[1] :: 2]
+            sl = (slice(phase[0], None, 2), slice(phase[1], None, 2))
+            values = q.details[i][o][sl]
+            ones = np.abs(values) == 1
+            if RDO_LAMBDA > 0 and ones.any():
+                k = idx[ones]
+                u = np.abs(coeffs.details[i][o][sl][ones]).astype(np.float64) / steps[i][o]
+                kept_at = 1.0 - self.rounding + self.centroids[k, 0]
+                saved = u * u - (u - kept_at) ** 2
+                drop = saved < RDO_LAMBDA * (self._bits_one[k] - self._bits_zero[k])
+                if drop.any():
+                    values = values.copy()
+                    where = np.nonzero(ones)
+                    values[where[0][drop], where[1][drop]] = 0
+                    q.details[i][o][sl] = values
             ops.extend(self._unit_ops(values.ravel(), idx.ravel()))
             return values
 
         self.walk(height, width, quality, q.ll, code_unit)
-        coder = constriction.stream.stack.AnsCoder()
-        for symbols, model in reversed(ops):
-            coder.encode_reverse(symbols, model)
-        return coder.get_compressed().astype("<u4").tobytes()
+        return q, ops
 
     def _unit_ops(self, values: np.ndarray, idx: np.ndarray) -> list:
         half = self.half[idx]
@@ -250,12 +286,18 @@ class SubbandModel:
     # -- decoder --------------------------------------------------------------------------
     def decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
         """Symbols from ``payload`` -> pixels scaled to 0..1 (float)."""
+        q, indices = self.read_symbols(payload, height, width, quality)
+        return self.reconstruct(q, indices, quality) / PIXEL_SCALE
+
+    def read_symbols(self, payload: bytes, height: int, width: int, quality: int):
+        """(symbol pyramid, per-band table indices) from a payload, every check applied."""
         import constriction
 
-        if len(payload) % 4 or not payload:
-            raise BitstreamError("entropy-coded payload is not a whole, non-empty number of 32-bit words")
+        if len(payload) % 4 or len(payload) < 8:
+            raise BitstreamError("entropy-coded payload is not a whole number of 32-bit words plus its checksum")
+        words, checksum = payload[:-4], payload[-4:]
         try:
-            coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+            coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
         except Exception as exc:
             raise BitstreamError(f"entropy-coded payload rejected: {exc}") from None
         try:
@@ -265,9 +307,11 @@ class SubbandModel:
             raise
         except Exception as exc:  # constriction refuses a payload it cannot parse
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
-        if not clean:
+        # An ANS stream damaged in a way the outer CRC did not catch (a forged stream) usually
+        # leaves the coder non-empty; the symbol checksum catches the rest.
+        if not clean or symbols_checksum(q) != checksum:
             raise BitstreamError("entropy-coded payload did not decode cleanly (corrupted, or made with other weights)")
-        return self.reconstruct(q, indices, quality) / PIXEL_SCALE
+        return q, indices
 
     def decode_symbols_from(self, coder, height: int, width: int, quality: int):
         """(symbol pyramid, per-band table indices) read from an open ANS coder."""
@@ -313,8 +357,9 @@ class SubbandModel:
             out = {}
             for o, sym in bands.items():
                 mag = np.abs(sym)
-                theta = self.centroids[idx[o], np.minimum(mag, 2) - 1]
-                out[o] = np.where(mag > 0, np.sign(sym) * (mag - self.rounding + theta) * s[o], 0.0).astype(np.float32)
+                theta = self._centroids32[idx[o], np.minimum(mag, 2) - 1]
+                level = (mag.astype(np.float32) - np.float32(self.rounding) + theta) * np.float32(s[o])
+                out[o] = np.where(mag > 0, np.copysign(level, sym), np.float32(0))
             details.append(out)
         return wavelet.inverse(wavelet.Pyramid(ll=(q.ll * ll_step).astype(np.float32), details=details))
 
@@ -358,17 +403,22 @@ class SubbandCodec(Codec):
         """Every integer symbol :meth:`compress` writes for ``img``, flattened in coding order."""
         low, high = int(img.pixels.min()), int(img.pixels.max())
         x = (img.pixels.astype(np.float32) - low) / float(max(high - low, 1))
-        return _flatten(self.model.quantize(self.model.analyse(x), quality))
+        q, _ = self.model.choose_symbols(self.model.analyse(x), img.height, img.width, quality)
+        return _flatten(q)
 
     def decode_symbols(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """(symbols, table indices) of a stream, flattened in coding order, without the synthesis."""
-        import constriction
-
         header, payload = bitstream.unpack(data)
-        coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
-        q, indices = self.model.decode_symbols_from(coder, header.height, header.width, header.quality)
+        q, indices = self.model.read_symbols(payload, header.height, header.width, header.quality)
         flat_idx = np.concatenate([b[o].ravel() for b in indices for o in wavelet.ORIENTATIONS]) if indices else np.zeros(0, np.int64)
         return _flatten(q), flat_idx
+
+
+def symbols_checksum(q: wavelet.Pyramid) -> bytes:
+    """CRC-32 of every symbol in coding order (as little-endian int32), appended to the payload."""
+    import zlib
+
+    return struct.pack("<I", zlib.crc32(_flatten(q).astype("<i4").tobytes()) & 0xFFFFFFFF)
 
 
 def _flatten(p: wavelet.Pyramid) -> np.ndarray:

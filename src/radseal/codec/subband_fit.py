@@ -210,7 +210,7 @@ def _normalized(pixels: np.ndarray) -> np.ndarray:
 
 
 def train_subband(data=None, out_dir=None, model_id: str = CURRENT_MODEL_ID, images: int = 60,
-                  qualities_per_image: int = 6, per_unit: int = 600, iterations: int = 150, seed: int = 0,
+                  qualities_per_image: int = 6, per_unit: int = 600, iterations: int = 250, seed: int = 0,
                   threads: int = 2, rounding: float = ROUNDING, progress: bool = True, log=print) -> dict:
     """Fit the wavelet codec on ``images`` chest X-rays of DATA/train plus the left halves of RG1
     and RG3, and register it in ``out_dir`` (default: the package's weights) as the default model."""
