@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import resource
-import statistics
 import subprocess
 import sys
 import time

@@ -191,12 +191,6 @@ def make_state(ctx, tables, steps, rounding, record: dict) -> dict[str, np.ndarr
     return state
 
 
-def timed(fn, *a, **k):
-    t = time.time()
-    out = fn(*a, **k)
-    return out, time.time() - t
-
-
 #: The id of the model the current recipe produces; bump it when the format or features change.
 CURRENT_MODEL_ID = "rsc2-cdf97-ctx"
 STEP_MAX = 50.0  # quality 1, in 8-bit grey levels

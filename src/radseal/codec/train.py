@@ -30,7 +30,6 @@ import torch
 
 from radseal.codec.errors import CodecError
 from radseal.codec.model import DEFAULT_LAMBDAS, CodecNet, rd_loss
-from radseal.image import Image
 
 
 @dataclass

@@ -39,12 +39,12 @@ def _right(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def _left(a: np.ndarray, n: int) -> np.ndarray:
-    """a[i-1] for i in 0..n-1 along the last axis, a[-1] mirrored to a[0]; a[n-1] past the end mirrors back."""
-    prev = np.concatenate([a[..., :1], a[..., : n - 1]], axis=-1)
-    return prev
+    """a[i-1] for i in 0..n-1 along the last axis, with a[-1] mirrored to a[0]."""
+    return np.concatenate([a[..., :1], a[..., : n - 1]], axis=-1)
 
 
 def _cur(a: np.ndarray, n: int) -> np.ndarray:
+    """a[i] for i in 0..n-1 along the last axis, a[n-1] mirrored to a[n-2] when a is one short."""
     if a.shape[-1] >= n:
         return a[..., :n]
     return np.concatenate([a, a[..., -1:]], axis=-1)
