@@ -222,6 +222,11 @@ def train_subband(data=None, out_dir=None, model_id: str = CURRENT_MODEL_ID, ima
         raise CodecError(f"--rounding must be in (0, 0.5], got {rounding}")
     if qualities_per_image > subband.NUM_QUALITIES:
         raise CodecError(f"--qualities-per-image must be at most {subband.NUM_QUALITIES}")
+    folder = Path(out_dir) if out_dir else weights_dir()
+    try:  # fail before minutes of fitting, not after
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CodecError(f"{folder}: cannot create the weights folder ({exc.strerror or exc})") from None
     root = resolve_data_dir(data)
     listed = list_samples(root, "train")
     if not listed:
@@ -276,6 +281,5 @@ def train_subband(data=None, out_dir=None, model_id: str = CURRENT_MODEL_ID, ima
         },
     }
     state = make_state(ctx, tables, steps, rounding, {"model_id": model_id})
-    folder = Path(out_dir) if out_dir else weights_dir()
     entry = {"family": "subband", "format_version": 1, "training_samples": n_samples}
     return register_model(folder, model_id, state, record, entry, make_default=True)
