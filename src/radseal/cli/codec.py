@@ -66,7 +66,7 @@ def register(sub) -> None:
             "sampled from every band at several quality levels, the context model is fitted by maximum "
             "likelihood, then the tables and reconstruction points are measured. The weights, a JSON record "
             "(command, data, samples, time) and the registry entry go to OUT, and the model becomes the default. "
-            "Takes about 10 minutes for 60 images on 2 CPU cores."
+            "Takes about 8 minutes for 60 images on 2 CPU cores."
         ),
         epilog=(
             "examples:\n"
