@@ -152,7 +152,7 @@ class SubbandModel:
 
     def table_index(self, features: np.ndarray, cls: int) -> np.ndarray:
         """Integer sum of the class's per-bucket weights -> table index (exact on any machine)."""
-        s = self._flat[cls][features + self._offsets].sum(axis=0, dtype=np.int32) + self._bias32[cls]
+        s = np.take(self._flat[cls], features + self._offsets).sum(axis=0, dtype=np.int32) + self._bias32[cls]
         return np.clip((s + (1 << (INDEX_FRAC_BITS - 1))) >> INDEX_FRAC_BITS, 0, NUM_SCALES - 1).astype(np.int64)
 
     # -- scan shared by encoder and decoder ---------------------------------------------
@@ -366,7 +366,8 @@ class SubbandModel:
 
 def _groups(idx: np.ndarray):
     """(table, positions in order) for each table used, tables ascending: one sort, not one scan per table."""
-    order = np.argsort(idx, kind="stable")
+    # uint8 keys (NUM_SCALES < 256) make numpy's stable sort a radix sort: linear, not n log n.
+    order = np.argsort(idx.astype(np.uint8), kind="stable")
     counts = np.bincount(idx, minlength=NUM_SCALES)
     start = 0
     for k in np.nonzero(counts)[0]:
