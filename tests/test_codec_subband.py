@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from radseal.codec import Codec, context, subband, wavelet
-from radseal.codec.weights import read_registry
+from radseal.codec.weights import read_registry, weights_dir
 from radseal.evaluate.metrics import psnr
 from radseal.image import Image
 from radseal.io import read_image
@@ -148,7 +148,7 @@ def test_shipped_weights_record_how_they_were_made():
     reg = read_registry()
     entry = reg["models"][MODEL_ID]
     assert entry["family"] == "subband" and reg["default"] == MODEL_ID
-    record = json.loads((read_registry.__globals__["weights_dir"]() / f"{MODEL_ID}.json").read_text())
+    record = json.loads((weights_dir() / f"{MODEL_ID}.json").read_text())
     assert record["training"]["command"].startswith("radseal fit-codec")
     assert record["training"]["samples"] > 1_000_000
     assert record["bytes"] < 2_000_000

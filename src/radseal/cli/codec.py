@@ -1,4 +1,4 @@
-"""``radseal train-codec``: train (or resume training) the learned codec."""
+"""``radseal train-codec`` / ``export-codec`` (the neural hyperprior) and ``fit-codec`` (the default wavelet codec)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import math
 def register(sub) -> None:
     p = sub.add_parser(
         "train-codec",
-        help="train the learned codec (resumable; data-parallel under torchrun)",
+        help="train the neural hyperprior codec, rsc1 (resumable; data-parallel under torchrun)",
         description=(
-            "Train the variable-rate learned codec on random crops of DATA/train plus the left halves "
+            "Train the variable-rate neural hyperprior codec (rsc1; the default codec is fitted with fit-codec instead) on random crops of DATA/train plus the left halves "
             "of the pydicom-data radiographs RG1 and RG3. Checkpoints (with optimizer state) go to "
             "OUT/last.pt every few minutes and a JSON line per --log-every steps to OUT/train.log; "
             "--resume continues from OUT/last.pt. Under torchrun each process trains on its own crops "
