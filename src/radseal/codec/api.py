@@ -129,7 +129,7 @@ class Codec:
         if h < 1 or w < 1 or h > bitstream.MAX_SIDE or w > bitstream.MAX_SIDE or h * w > bitstream.MAX_PIXELS:
             raise CodecError(f"image size {h}x{w} is outside what the codec supports")
         low, high = int(img.pixels.min()), int(img.pixels.max())
-        state = self._analyse(_normalized(img.pixels, low, high))
+        state = self._analyse(normalized(img.pixels, low, high))
 
         def encode(q: int) -> bytes:
             header = bitstream.Header(
@@ -190,5 +190,6 @@ class Codec:
         return f"{type(self).__name__}(model_id={self.model_id!r}, qualities={self.qualities[0]}..{self.qualities[-1]})"
 
 
-def _normalized(pixels: np.ndarray, low: int, high: int) -> np.ndarray:
+def normalized(pixels: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Stored values mapped to 0..1 by the image's own range (what every codec family codes)."""
     return (pixels.astype(np.float32) - low) / float(max(high - low, 1))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radseal.codec.api import Codec
+from radseal.codec.api import Codec, normalized
 from radseal.codec.entropy import Z_RANGE, scale_index
 from radseal.codec.errors import BitstreamError
 from radseal.codec.integer import ACT_BITS
@@ -66,7 +66,7 @@ class HyperpriorCodec(Codec):
     def encoder_symbols(self, img: Image, quality: int) -> tuple[np.ndarray, np.ndarray]:
         """(z symbols, y symbols) that :meth:`compress` writes for ``img`` (for checks)."""
         low, high = int(img.pixels.min()), int(img.pixels.max())
-        x = (img.pixels.astype(np.float32) - low) / float(max(high - low, 1))
+        x = normalized(img.pixels, low, high)
         z_sym, y_sym, _ = self._symbols(self._analyse(x), quality)
         return z_sym, y_sym
 

@@ -24,7 +24,7 @@ import struct
 import numpy as np
 
 from radseal.codec import bitstream, context, wavelet
-from radseal.codec.api import Codec
+from radseal.codec.api import Codec, normalized
 from radseal.codec.errors import BitstreamError, CodecError, WeightsError
 from radseal.image import Image
 
@@ -403,7 +403,7 @@ class SubbandCodec(Codec):
     def encoder_symbols(self, img: Image, quality: int) -> np.ndarray:
         """Every integer symbol :meth:`compress` writes for ``img``, flattened in coding order."""
         low, high = int(img.pixels.min()), int(img.pixels.max())
-        x = (img.pixels.astype(np.float32) - low) / float(max(high - low, 1))
+        x = normalized(img.pixels, low, high)
         q, _ = self.model.choose_symbols(self.model.analyse(x), img.height, img.width, quality)
         return _flatten(q)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from radseal.codec import context, subband
+from radseal.codec.api import normalized
 from radseal.codec.entropy import quantize_pmf
 
 
@@ -199,8 +200,8 @@ ROUNDING = 0.4  # dead-zone quantizer: q = sign(c) * floor(|c| / step + ROUNDING
 
 
 def _normalized(pixels: np.ndarray) -> np.ndarray:
-    low, high = float(pixels.min()), float(pixels.max())
-    return (pixels.astype(np.float32) - low) / max(high - low, 1.0)
+    """As the codec sees an image: its own range mapped to 0..1."""
+    return normalized(pixels, int(pixels.min()), int(pixels.max()))
 
 
 def train_subband(data=None, out_dir=None, model_id: str = CURRENT_MODEL_ID, images: int = 60,
