@@ -189,7 +189,7 @@ def timing_table(rows: list) -> dict:
 
 
 # -- 2048 x 2048: time and peak memory in fresh processes ---------------------------------------
-def test_image_2048(data: Path, side: int = 2048):
+def square_test_image(data: Path, side: int = 2048):
     """The largest test chest X-ray, reflect-padded/cropped to 2048 x 2048 (sizes read from headers only)."""
     from PIL import Image as PILImage
 
@@ -212,7 +212,7 @@ def child(kind: str, param: str, data: str, threads: int, side: int = 2048) -> N
     """Run in a fresh process: encode + decode the side x side image once, print JSON (peak RSS included)."""
     from radseal.evaluate.metrics import psnr
 
-    img, name = test_image_2048(Path(data), side)
+    img, name = square_test_image(Path(data), side)
     small = img.with_pixels(np.ascontiguousarray(img.pixels[:256, :256]))
     if kind == "radseal":
         from radseal.codec import Codec
