@@ -190,7 +190,7 @@ def timing_table(rows: list) -> dict:
 
 # -- 2048 x 2048: time and peak memory in fresh processes ---------------------------------------
 def square_test_image(data: Path, side: int = 2048):
-    """The largest test chest X-ray, reflect-padded/cropped to 2048 x 2048 (sizes read from headers only)."""
+    """The largest test chest X-ray, reflect-padded/cropped to side x side (sizes read from headers only)."""
     from PIL import Image as PILImage
 
     from radseal.io import read_image
