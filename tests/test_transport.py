@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -82,7 +83,9 @@ def test_message_is_archived_decoded_stored_indexed_then_receipted(setup, keys, 
     assert receipt["uncompressed_bytes"] == 48 * 48 * 2
     assert receipt["ratio"] == pytest.approx(48 * 48 * 2 / len(data), rel=1e-3)
     assert receipt["model_id"] == codec.model_id
-    assert (tmp_path / "state" / "archive" / f"{message_id}.rsl").read_bytes() == data
+    sender_key_id = keys[1].public_key().key_id
+    assert receipt["sender_key_id"] == sender_key_id and receipt["sealed_sha256"] == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "state" / "archive" / sender_key_id / f"{message_id}.rsl").read_bytes() == data
     assert ReceiptIndex(tmp_path / "state" / "index.sqlite").get(message_id) == receipt
     ds = pydicom.dcmread(io.BytesIO(store.get(receipt["sop_instance_uid"])))
     local = open_image(data, keys[0], keys[1].public_key(), codec=codec)
@@ -213,7 +216,8 @@ def test_undecodable_message_is_refused_but_kept_in_the_archive(setup, keys, cod
     answer = client.post("/v1/messages", content=data)
     assert answer.status_code == 422 and answer.json()["error"] == "undecodable"
     assert store.count() == 0 and ReceiptIndex(tmp_path / "state" / "index.sqlite").count() == 0
-    assert (tmp_path / "state" / "archive" / f"{parse_header(data).message_id}.rsl").exists()
+    header = parse_header(data)
+    assert (tmp_path / "state" / "archive" / header.sender_key_id / f"{header.message_id}.rsl").exists()
 
 
 def test_store_down_is_a_503_and_the_retry_succeeds(setup, keys, codec, images):

@@ -149,7 +149,7 @@ def test_send_queues_while_receiver_is_down_then_flush_delivers_over_tls(keyfile
         proc.wait(10)
     assert FolderStore(keyfiles / "store").count() == 2
     assert ReceiptIndex(keyfiles / "state" / "index.sqlite").count() == 2
-    assert Outbox(outbox).counts() == {"pending": 0, "delivered": 2, "rejected": 0}
+    assert Outbox(outbox).counts() == {"pending": 0, "delivered": 2, "refused": 0}
 
 
 def test_serve_fails_at_start_when_orthanc_is_unreachable(keyfiles, capsys):

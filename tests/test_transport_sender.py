@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import httpx
@@ -10,7 +11,7 @@ import pytest
 
 from radseal.io import write_png
 from radseal.image import Image
-from radseal.seal import DeviceKey, ReceiverKey
+from radseal.seal import DeviceKey, ReceiverKey, parse_header
 from radseal.transport.drill import BitDropCodec
 from radseal.transport.errors import DeliveryError
 from radseal.transport.outbox import Outbox
@@ -32,8 +33,14 @@ def outbox_with_one(tmp_path, keys):
     return outbox, queued, path
 
 
-def receipt_for(message_id: str) -> dict:
-    return {"message_id": message_id, "sop_instance_uid": "2.25.1", "sealed_bytes": 1, "ratio": 1.0}
+def receipt_for(message_id: str, sealed: bytes | None = None, **changes) -> dict:
+    """A receipt as the receiver writes it for ``sealed`` (sender key id and digest from the bytes)."""
+    receipt = {"message_id": message_id, "sop_instance_uid": "2.25.1", "sealed_bytes": 1, "ratio": 1.0}
+    if sealed is not None:
+        receipt["sender_key_id"] = parse_header(sealed).sender_key_id
+        receipt["sealed_sha256"] = hashlib.sha256(sealed).hexdigest()
+    receipt.update(changes)
+    return receipt
 
 
 def scripted_sender(outbox, answers, sleeps, max_attempts=10):
@@ -73,7 +80,7 @@ def test_retries_with_jittered_backoff_then_drops_on_receipt(outbox_with_one):
     answers = [
         lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused", request=r)),
         lambda r: httpx.Response(503, json={"error": "store_unavailable", "detail": "down"}),
-        lambda r: httpx.Response(200, json=receipt_for(queued.message_id)),
+        lambda r: httpx.Response(200, json=receipt_for(queued.message_id, r.content)),
     ]
     sender, seen = scripted_sender(outbox, answers, sleeps)
     result = sender.flush()
@@ -86,11 +93,12 @@ def test_retries_with_jittered_backoff_then_drops_on_receipt(outbox_with_one):
 
 def test_a_receipt_for_another_message_is_not_accepted(outbox_with_one):
     outbox, queued, _ = outbox_with_one
-    answers = [lambda r: httpx.Response(200, json=receipt_for("0" * 32))] * 3
-    sender, _ = scripted_sender(outbox, answers, [], max_attempts=3)
+    answers = [lambda r: httpx.Response(200, json=receipt_for("0" * 32, r.content))] * 3
+    sender, seen = scripted_sender(outbox, answers, [], max_attempts=3)
     result = sender.flush()
-    assert result.pending == [queued.message_id] and not result.delivered
-    assert [e.message_id for e in outbox.pending()] == [queued.message_id]
+    assert [mid for mid, _ in result.refused] == [queued.message_id] and not result.delivered
+    assert len(seen) == 1  # the same answer would come back: set aside, not retried
+    assert outbox.state(queued.message_id) == "refused" and outbox.sealed(queued.message_id) == seen[0]
 
 
 def test_refusal_sets_the_message_aside_without_losing_it(outbox_with_one):
@@ -100,7 +108,7 @@ def test_refusal_sets_the_message_aside_without_losing_it(outbox_with_one):
     with pytest.raises(DeliveryError, match="unknown_sender"):
         sender.deliver(outbox.pending()[0])
     assert len(seen) == 1 and outbox.pending() == []
-    assert outbox.counts()["rejected"] == 1 and outbox.state(queued.message_id) == "rejected"
+    assert outbox.counts()["refused"] == 1 and outbox.state(queued.message_id) == "refused"
 
 
 def test_backoff_grows_and_is_capped():

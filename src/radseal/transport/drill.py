@@ -444,9 +444,9 @@ def run_fault_drill(
     store = FolderStore(store_dir)
     files = store.files()
     delivered = sum(ob.counts()["delivered"] for ob in outboxes)
-    pending = sum(ob.counts()["pending"] + ob.counts()["rejected"] for ob in outboxes)
+    pending = sum(ob.counts()["pending"] + ob.counts()["refused"] for ob in outboxes)
     if pending:
-        problems.append(f"{pending} message(s) still pending or rejected in the outboxes")
+        problems.append(f"{pending} message(s) still pending or refused in the outboxes")
     if {r["message_id"] for r in rows} != set(sealed_by_id):
         problems.append("index message ids differ from the messages sent")
     sops = [r["sop_instance_uid"] for r in rows]
@@ -454,7 +454,7 @@ def run_fault_drill(
     duplicates = len(stored_sops) - len(set(stored_sops))
     if sorted(stored_sops) != sorted(sops):
         problems.append(f"store holds {len(files)} object(s) for {len(rows)} receipt(s)")
-    archived = len(list((work / "state" / "archive").glob("*.rsl")))
+    archived = len(list((work / "state" / "archive").glob("*/*.rsl")))
     if archived != len(sealed_by_id):
         problems.append(f"archive holds {archived} message(s), expected {len(sealed_by_id)}")
     mismatches = 0

@@ -5,21 +5,30 @@ request body. For each message, in this order:
 
 1. verify and open (signature, sender, recipient, AEAD) — nothing is written
    for a message that fails;
-2. archive the sealed bytes (``ARCHIVE/<message id>.rsl``, fsync'd);
+2. archive the sealed bytes (``ARCHIVE/<sender key id>/<message id>.rsl``,
+   fsync'd; an archived file is never replaced);
 3. decode the image;
 4. write the derived DICOM object to the store;
 5. record the receipt in the index (SQLite);
 6. only then answer ``200`` with the JSON receipt.
 
-A message whose id is already in the index is answered with the receipt on
-record and stored nothing again. The derived object's UIDs are a function of
-the message id, so a message processed twice (a crash between steps 4 and 5,
-two receivers racing) still ends as one object.
+A message is identified by (sender key id, message id) and bound to the
+SHA-256 of its sealed bytes. The same sender sending the same bytes again
+gets the receipt on record and nothing is stored again; a message id already
+taken by another device's message, or by other bytes, is refused with 409
+``conflict`` and stores nothing (the id is readable in the clear header, so
+without this one device could claim another's pending message id and make
+the victim drop its image on the strength of a receipt for the impostor's).
+The derived object's UIDs are a function of (sender key id, message id), so
+a message processed twice (a crash between steps 4 and 5, two receivers
+racing) still ends as one object, and no device can aim at another's.
 
 Errors answer ``{"error": CODE, "detail": TEXT}``:
 
 * 400 ``malformed``: not a radseal container, or a broken one;
 * 403 ``unknown_sender``: signed by a device key that is not trusted;
+* 409 ``conflict``: the message id is taken by another message (another
+  sender's, or the same sender's with other sealed bytes);
 * 413 ``too_large``: body over the configured limit (checked while reading);
 * 421 ``wrong_recipient``: sealed for another receiver key ("misdirected");
 * 422 ``not_authentic``: signature or ciphertext does not verify (tampered);
@@ -35,6 +44,7 @@ never patient data (names, ids, file names live only inside the sealed body).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -61,8 +71,8 @@ from radseal.seal import (
     open_sealed,
 )
 from radseal.transport.errors import StoreError, TransportError
-from radseal.transport.files import durable_write, sweep_partial_files
-from radseal.transport.index import ReceiptIndex
+from radseal.transport.files import durable_write_new, file_sha256, private_mkdir, sweep_partial_files
+from radseal.transport.index import OnRecord, ReceiptIndex
 from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
 from radseal.transport.stores import Store, StoredObject
 
@@ -125,7 +135,7 @@ class Receiver:
             self.open_image = open_image
         self.archive_dir = Path(self.archive_dir)
         try:
-            self.archive_dir.mkdir(parents=True, exist_ok=True)
+            private_mkdir(self.archive_dir)
         except OSError as exc:
             raise TransportError(f"{self.archive_dir}: cannot create the archive folder ({exc.strerror or exc})") from None
 
@@ -134,6 +144,38 @@ class Receiver:
         removed = sweep_partial_files(self.archive_dir) + [Path(p) for p in self.store.recover()]
         if removed:
             log.info("recovered: removed %d partial file(s) left by a stopped receiver", len(removed))
+        self._migrate_archive()
+
+    def archive_path(self, sender_key_id: str, message_id: str) -> Path:
+        """Where the sealed bytes of a message are archived (key ids and message ids are hex)."""
+        return self.archive_dir / sender_key_id / f"{message_id}.rsl"
+
+    def _migrate_archive(self) -> None:
+        """Move an archive of the flat layout (``ARCHIVE/<message id>.rsl``) into per-sender folders and
+        fill in the digests of index rows recorded before digests were kept."""
+        from radseal.seal import FormatError, parse_header
+
+        moved = 0
+        for old in sorted(self.archive_dir.glob("*.rsl")):
+            try:
+                data = old.read_bytes()
+                header = parse_header(data)
+            except (OSError, FormatError):
+                continue  # not ours to judge; left where it is
+            new = self.archive_path(header.sender_key_id, header.message_id)
+            if durable_write_new(new, data) or file_sha256(new) == hashlib.sha256(data).hexdigest():
+                old.unlink()
+                moved += 1
+        missing = 0
+        for sender_key_id, message_id in self.index.without_digest():
+            path = self.archive_path(sender_key_id, message_id)
+            if path.is_file():
+                self.index.set_digest(sender_key_id, message_id, file_sha256(path))
+            else:
+                missing += 1
+        if moved or missing:
+            log.info("archive migrated: %d file(s) moved to per-sender folders; %d older receipt(s) without "
+                     "archived bytes keep no digest", moved, missing)
 
     def accept(self, data: bytes) -> tuple[dict, bool]:
         """Process one sealed message; return (receipt, duplicate). Raises :class:`Rejected`."""
@@ -148,13 +190,18 @@ class Receiver:
         except FormatError as exc:
             raise Rejected(400, "malformed", str(exc)) from None
         header = opened.header
-        message_id = header.message_id
+        sender_key_id, message_id = header.sender_key_id, header.message_id
+        digest = hashlib.sha256(data).hexdigest()
         with self._locks.hold(message_id):
-            known = self.index.get(message_id)
+            known = self.index.lookup(message_id)
             if known is not None:
-                return known, True
+                return _same_or_conflict(known, sender_key_id, message_id, digest), True
+            archive_path = self.archive_path(sender_key_id, message_id)
             try:
-                durable_write(self.archive_dir / f"{message_id}.rsl", data)
+                if not durable_write_new(archive_path, data) and file_sha256(archive_path) != digest:
+                    # Archived earlier (left undecodable, or a crash before the index) with other bytes:
+                    # the first bytes under a name are kept, these are refused.
+                    raise _conflict(message_id, sender_key_id, "other sealed bytes from the same device")
             except OSError as exc:
                 raise Rejected(503, "archive_unavailable", f"cannot archive the message ({exc.strerror or exc})") from None
             try:
@@ -166,7 +213,8 @@ class Receiver:
             payload_bytes = len(result.payload)
             model_id = _model_id(result, self.codec)
             source = _source_header(result)
-            ds = derived_dataset(image, source, payload_bytes=payload_bytes, model_id=model_id, uid_seed=message_id)
+            ds = derived_dataset(image, source, payload_bytes=payload_bytes, model_id=model_id,
+                                 uid_seed=uid_seed(sender_key_id, message_id))
             obj = StoredObject(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
             try:
                 location = self.store.put(encode_dicom(ds), obj)
@@ -182,7 +230,8 @@ class Receiver:
             receipt = {
                 "message_id": message_id,
                 "sop_instance_uid": obj.sop_instance_uid,
-                "sender_key_id": header.sender_key_id,
+                "sender_key_id": sender_key_id,
+                "sealed_sha256": digest,
                 "received_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 "sealed_bytes": len(data),
                 "payload_bytes": payload_bytes,
@@ -195,7 +244,33 @@ class Receiver:
                 "store": self.store.kind,
                 "diagnosis": diagnosis,
             }
-            return self.index.record(receipt, location), False
+            # Another receiver sharing the index may have recorded this id meanwhile: what is on record wins.
+            return _same_or_conflict(self.index.record(receipt, location), sender_key_id, message_id, digest), False
+
+
+def uid_seed(sender_key_id: str, message_id: str) -> str:
+    """The seed of a derived object's UIDs: the message's identity, (sender key id, message id)."""
+    return f"{sender_key_id}/{message_id}"
+
+
+def _conflict(message_id: str, sender_key_id: str, why: str) -> Rejected:
+    return Rejected(
+        409,
+        "conflict",
+        f"message id {message_id} (sender {sender_key_id}) is already taken at this receiver by {why}; "
+        "this message was not stored",
+    )
+
+
+def _same_or_conflict(known: OnRecord, sender_key_id: str, message_id: str, digest: str) -> dict:
+    """The receipt on record if it is this very message (same sender, same bytes); else a 409."""
+    if known.sender_key_id != sender_key_id:
+        raise _conflict(message_id, sender_key_id, "another device's message")
+    if known.sealed_sha256 is not None and known.sealed_sha256 != digest:
+        raise _conflict(message_id, sender_key_id, "other sealed bytes from the same device")
+    # sealed_sha256 None: recorded before digests were kept and not archived; the receipt names no
+    # digest, so a sender that checks it keeps its copy.
+    return known.receipt
 
 
 def _model_id(result: Any, codec: Any) -> str:

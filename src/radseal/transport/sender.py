@@ -7,14 +7,23 @@
 
 Delivery is at-least-once on the wire and exactly-once in the store: the
 sender retries a message (same sealed bytes, same message id) until a
-receipt naming that id comes back, and the receiver stores a message id once.
+receipt comes back that names its message id, this device's key id and the
+SHA-256 of the sealed bytes it sent, and the receiver stores a message once.
+A receipt that names anything else proves nothing about this message (the
+message id is readable in the clear header, so another device could have
+sealed its own image under it): the message is kept and set aside.
 
 Retries use exponential backoff with full jitter (delay uniformly drawn in
 ``[0, min(cap, base * 2**attempt)]``), so many devices coming back after an
 outage do not hammer the receiver in step. Connection errors, timeouts,
-408, 425, 429 and 5xx are retried; other 4xx answers mean the receiver will
-never take this message (unknown sender, tampered, ...) and it is set aside
-as ``rejected`` in the outbox, sealed bytes kept.
+5xx and the 4xx that ask to come back later (408, 425, 429) are retried, and
+so are 4xx answers that say nothing about the message (404 for a wrong URL,
+401/407 from a proxy): the message stays pending. The answers that refuse
+the message itself (400 malformed, 403 unknown sender, 409 conflict, 413 too
+large, 421 wrong recipient, 422 not authentic or undecodable) would be the
+same on every retry: the message is set aside as ``refused`` in the outbox
+with the receiver's status, code and reason, sealed bytes kept, until
+``radseal outbox retry`` puts it back after a fix.
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ from typing import Any
 import httpx
 
 from radseal.transport.errors import DeliveryError
-from radseal.transport.outbox import Outbox, OutboxEntry
+from radseal.transport.outbox import Outbox, OutboxEntry, source_label
 from radseal.transport.protocol import MESSAGE_ID_HEADER, MESSAGES_PATH
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+#: Answers that refuse the message itself: retrying the same bytes cannot change them.
+REFUSED_STATUS = {400, 403, 409, 413, 421, 422}
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class RetryPolicy:
 @dataclass
 class FlushResult:
     delivered: list[dict] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)  # (message id, error)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (message id, error)
     pending: list[str] = field(default_factory=list)  # message ids still in the outbox
 
 
@@ -60,7 +71,9 @@ class _Retry(Exception):
 
 
 class _Refused(Exception):
-    pass
+    def __init__(self, status: int | None, code: str, reason: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {reason}" if status else f"{code}: {reason}")
+        self.status, self.code, self.reason = status, code, reason
 
 
 def messages_url(url: str) -> str:
@@ -80,14 +93,34 @@ def messages_url(url: str) -> str:
     return str(parsed)
 
 
-def check_receipt(response: httpx.Response, message_id: str) -> dict:
-    """The receipt in a 200 answer, if it names our message; else raise to retry."""
+def check_receipt(response: httpx.Response, entry: OutboxEntry) -> dict:
+    """The receipt in a 200 answer if it is for this very message, else :class:`_Refused`.
+
+    "This very message": the receipt names our message id, our device key id
+    and the SHA-256 of the sealed bytes we sent. Any other receipt (another
+    device's message under our id, older bytes, a receiver that keeps no
+    digest) proves nothing about ours; retrying would get the same answer, so
+    the message is kept and set aside.
+    """
+    from radseal.seal.format import FormatError, parse_header
+
     try:
         receipt = response.json()
     except ValueError:
         raise _Retry("answer 200 without a JSON receipt") from None
-    if not isinstance(receipt, dict) or receipt.get("message_id") != message_id:
-        raise _Retry("receipt names another message")
+    if not isinstance(receipt, dict):
+        raise _Retry("answer 200 without a JSON receipt")
+    try:
+        ours = parse_header(entry.sealed).sender_key_id
+    except FormatError:  # not expected: the outbox holds what the sealer made
+        ours = None
+    digest = hashlib.sha256(entry.sealed).hexdigest()
+    for name, want in (("message_id", entry.message_id), ("sender_key_id", ours), ("sealed_sha256", digest)):
+        got = receipt.get(name)
+        if got != want:
+            shown = "nothing" if got is None else repr(str(got)[:64])
+            raise _Refused(200, "receipt_mismatch",
+                           f"the receipt names {shown} as {name}, not this message's; message kept, not confirmed")
     if not receipt.get("sop_instance_uid"):
         raise _Retry("receipt without a stored SOP Instance UID")
     return receipt
@@ -136,11 +169,13 @@ class Sender:
         except httpx.HTTPError as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
         if response.status_code == 200:
-            return check_receipt(response, entry.message_id)
-        detail = _error_text(response)
-        if response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
-            raise _Retry(f"HTTP {response.status_code}: {detail}")
-        raise _Refused(f"HTTP {response.status_code}: {detail}")
+            return check_receipt(response, entry)
+        if response.status_code in REFUSED_STATUS:
+            code, reason = _error_parts(response)
+            raise _Refused(response.status_code, code, reason)
+        # 5xx, 408/425/429, and any other answer that is not about this message (404 for a wrong URL,
+        # 401/407 from a proxy): the message stays pending and is tried again.
+        raise _Retry(f"HTTP {response.status_code}: {_error_text(response)}")
 
     def deliver(self, entry: OutboxEntry, on_retry: Callable[[OutboxEntry, int, str, float], None] | None = None) -> dict:
         """Send one message until it is receipted; raise :class:`DeliveryError` if refused or out of attempts."""
@@ -149,8 +184,11 @@ class Sender:
             try:
                 receipt = self.post_once(entry)
             except _Refused as exc:
-                self.outbox.mark_rejected(entry.message_id, str(exc))
-                raise DeliveryError(f"message {entry.message_id} refused by the receiver: {exc}") from None
+                self.outbox.mark_refused(entry.message_id, exc.status, exc.code, exc.reason)
+                raise DeliveryError(
+                    f"message {entry.message_id} refused ({exc}); set aside in the outbox, not sent again "
+                    "until 'radseal outbox retry'"
+                ) from None
             except _Retry as exc:
                 self.outbox.record_attempt(entry.message_id, str(exc))
                 attempt += 1
@@ -181,8 +219,8 @@ class Sender:
             except DeliveryError as exc:
                 if on_failed is not None:
                     on_failed(entry, str(exc))
-                if self.outbox.state(entry.message_id) == "rejected":
-                    result.rejected.append((entry.message_id, str(exc)))
+                if self.outbox.state(entry.message_id) == "refused":
+                    result.refused.append((entry.message_id, str(exc)))
                 else:
                     result.pending.append(entry.message_id)
                 continue
@@ -192,12 +230,20 @@ class Sender:
         return result
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_parts(response: httpx.Response) -> tuple[str, str]:
+    """(error code, reason) of a refusal: the receiver's JSON body, or the HTTP reason."""
     try:
         body = response.json()
-        return f"{body.get('error')}: {body.get('detail')}"
-    except (ValueError, AttributeError):
-        return response.text[:200] or response.reason_phrase
+        if isinstance(body, dict) and body.get("error"):
+            return str(body["error"])[:100], " ".join(str(body.get("detail") or "").split())[:400]
+    except ValueError:
+        pass
+    return f"http_{response.status_code}", " ".join((response.text[:200] or response.reason_phrase).split())
+
+
+def _error_text(response: httpx.Response) -> str:
+    code, reason = _error_parts(response)
+    return f"{code}: {reason}"
 
 
 def source_key(data: bytes, recipient_key_id: str) -> str:
@@ -255,5 +301,5 @@ def enqueue_image(
         kwargs["quality"] = quality
     sealed = seal_image(img, recipient, signer, **kwargs)
     message_id = parse_header(sealed.data).message_id
-    outbox.add(message_id, sealed.data, str(path), key)
+    outbox.add(message_id, sealed.data, source_label(key), key)
     return Enqueued(message_id, str(path), len(sealed.data), int(sealed.payload_bytes), True, "pending")
