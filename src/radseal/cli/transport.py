@@ -190,23 +190,54 @@ def _ca_context(cacert: str) -> ssl.SSLContext:
         raise TransportUsageError(f"{cacert}: not a readable PEM CA bundle ({getattr(exc, 'reason', None) or exc})") from None
 
 
-def _check_inputs(paths: list[str]) -> None:
-    """Every input is a readable file, checked before anything is sealed."""
-    for name in paths:
-        p = Path(name)
-        if p.is_dir():
-            raise TransportUsageError(f"{p}: is a folder, not an image file")
-        if not p.exists():
-            raise TransportUsageError(f"{p}: no such file")
-        if not p.is_file():
-            raise TransportUsageError(f"{p}: not a regular file")
+def _input_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an input image (missing, a folder, a device), or None."""
+    p = Path(name)
+    if p.is_dir():
+        return f"{p}: is a folder, not an image file"
+    if not p.exists():
+        return f"{p}: no such file"
+    if not p.is_file():
+        return f"{p}: not a regular file"
+    return None
+
+
+def _input_error(path: str, exc: BaseException) -> str:
+    """``FILE: reason`` for a file that could not be read or sealed (the path named once)."""
+    if isinstance(exc, OSError):
+        text = f"{path}: {exc.strerror or exc}"
+    elif isinstance(exc, RadsealError):
+        text = str(exc)
+    else:  # not expected: a bug, but one image must not stop the others
+        text = f"{type(exc).__name__}: {exc} (this is a bug in radseal)"
+    text = " ".join(text.split())
+    return text if text.startswith(f"{path}:") else f"{path}: {text}"
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_RETAIN_DELIVERED = "7d"
+
+
+def _duration(text: str) -> float:
+    """argparse type: ``0`` or a number with a unit s, m, h or d (``7d``, ``12h``)."""
+    value = text.strip().lower()
+    try:
+        if value == "0":
+            return 0.0
+        if value[-1:] in _DURATION_UNITS:
+            seconds = float(value[:-1]) * _DURATION_UNITS[value[-1]]
+            if math.isfinite(seconds) and seconds >= 0:
+                return seconds
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use 0 or a number with s, m, h or d, e.g. 7d")
 
 
 def _send(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from radseal.seal import load_device_key, load_receiver_public_key
-    from radseal.transport.errors import DeliveryError
+    from radseal.transport.errors import DeliveryError, OutboxError
     from radseal.transport.outbox import OUTBOX_FILE, Outbox
     from radseal.transport.sender import RetryPolicy, Sender, enqueue_image, messages_url
 
@@ -230,7 +261,6 @@ def _send(args: argparse.Namespace) -> int:
 
     recipient = signer = codec = None
     if args.inputs:
-        _check_inputs(args.inputs)
         recipient = load_receiver_public_key(args.recipient)
         signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
         codec = _load_codec()
@@ -253,11 +283,26 @@ def _send(args: argparse.Namespace) -> int:
         _drop_if_unused(outbox, new_outbox)
         raise
     out = sys.stdout
+    names: dict[str, str] = {}  # message id -> input path, for this run's lines only (the outbox keeps no path)
+    bad_inputs: list[str] = []
 
     if args.inputs:
         try:
             for path in tqdm(args.inputs, desc="sealing", unit="image", disable=args.quiet or len(args.inputs) < 2, file=sys.stderr):
-                queued = enqueue_image(outbox, path, recipient, signer, codec=codec, quality=args.quality, again=args.again)
+                # One bad file is reported and skipped; every readable one is still sealed and sent.
+                problem = _input_problem(path)
+                if problem is None:
+                    try:
+                        queued = enqueue_image(outbox, path, recipient, signer, codec=codec, quality=args.quality, again=args.again)
+                    except Exception as exc:  # noqa: BLE001 - reported per file; KeyboardInterrupt still stops the run
+                        if isinstance(exc, OutboxError):
+                            raise  # the outbox itself failing is not about this file
+                        problem = _input_error(path, exc)
+                if problem is not None:
+                    bad_inputs.append(path)
+                    tqdm.write(f"radseal: error: {problem}", file=sys.stderr)
+                    continue
+                names[queued.message_id] = path
                 if queued.new:
                     tqdm.write(f"sealed  {path}: message {queued.message_id}, {queued.sealed_bytes} bytes", file=out)
                 elif queued.state == "delivered":
@@ -270,22 +315,29 @@ def _send(args: argparse.Namespace) -> int:
             sender.close()
             _drop_if_unused(outbox, new_outbox)
             raise
+        if new_outbox is not None and not names:
+            sender.close()
+            _drop_if_unused(outbox, new_outbox)
+            raise TransportUsageError(f"none of the {len(args.inputs)} input(s) could be read; nothing was sent")
 
     pending = outbox.pending()
     bar = tqdm(total=len(pending), desc="sending", unit="msg", disable=args.quiet or len(pending) < 2, file=sys.stderr)
+
+    def name(entry) -> str:
+        return names.get(entry.message_id, entry.source)
 
     def delivered(entry, receipt) -> None:
         bar.update(1)
         diagnosis = receipt.get("diagnosis")
         note = f", {diagnosis.get('name')} p={diagnosis.get('probability'):.2f}" if isinstance(diagnosis, dict) and "probability" in diagnosis else ""
         tqdm.write(
-            f"stored  {entry.source}: message {entry.message_id} as {receipt['sop_instance_uid']} "
+            f"stored  {name(entry)}: message {entry.message_id} as {receipt['sop_instance_uid']} "
             f"({receipt['sealed_bytes']} bytes sent, {receipt['ratio']:.1f}:1{note})",
             file=out,
         )
 
     def retrying(entry, attempt, error, delay) -> None:
-        tqdm.write(f"retry   {entry.source}: attempt {attempt} failed ({error}); next in {delay:.1f} s", file=sys.stderr)
+        tqdm.write(f"retry   {name(entry)}: attempt {attempt} failed ({error}); next in {delay:.1f} s", file=sys.stderr)
 
     last_error: list[str] = []
 
@@ -293,25 +345,40 @@ def _send(args: argparse.Namespace) -> int:
         # Reported with the other per-message lines on stdout; stderr gets the one-line summary.
         bar.update(1)
         last_error[:] = [error]
-        tqdm.write(f"failed  {entry.source}: {error}", file=out)
+        tqdm.write(f"failed  {name(entry)}: {error}", file=out)
 
     with sender:
         result = sender.flush(on_delivered=delivered, on_retry=retrying, on_failed=failed)
     bar.close()
+    purged = outbox.purge_delivered(args.retain_delivered)
     counts = outbox.counts()
     print(
-        f"delivered {len(result.delivered)}, refused {len(result.rejected)}, still pending {len(result.pending)} "
-        f"(outbox {outbox.path}: {counts['pending']} pending, {counts['rejected']} refused, {counts['delivered']} delivered in total)",
+        f"delivered {len(result.delivered)}, refused {len(result.refused)}, still pending {len(result.pending)}"
+        + (f", unreadable inputs {len(bad_inputs)}" if bad_inputs else "")
+        + f" (outbox {outbox.path}: {counts['pending']} pending, {counts['refused']} refused, "
+        f"{counts['delivered']} delivered kept{f', {purged} older purged' if purged else ''})",
         file=out,
     )
-    if result.pending or result.rejected:
-        retry = f"run 'radseal send --flush --to {args.to} --outbox {args.outbox}' to retry pending ones"
-        if len(result.pending) + len(result.rejected) == 1 and last_error:
-            raise DeliveryError(f"{last_error[0]} ({retry})")
+    if result.pending or result.refused:
+        hints = []
+        if result.pending:
+            hints.append(f"'radseal send --flush --to {args.to} --outbox {args.outbox}' retries pending ones")
+        if result.refused:
+            hints.append(f"'radseal outbox status --outbox {args.outbox}' shows why refused ones were refused")
+        hint = "; ".join(hints)
+        if len(result.pending) + len(result.refused) == 1 and last_error:
+            raise DeliveryError(f"{last_error[0]} ({hint})")
         raise DeliveryError(
-            f"{len(result.pending) + len(result.rejected)} message(s) not delivered; they stay in the outbox ({retry})"
+            f"{len(result.pending) + len(result.refused)} message(s) not delivered; they stay in the outbox ({hint})"
         )
+    if bad_inputs:
+        return EXIT_INPUTS_FAILED
     return 0
+
+
+#: ``radseal send`` exit status when some input files could not be read or sealed but every
+#: message that was sealed is delivered (messages left undelivered: 2, as for other errors).
+EXIT_INPUTS_FAILED = 1
 
 
 def _drop_if_unused(outbox, new_outbox: "_NewFolders | None") -> None:
@@ -326,6 +393,63 @@ def _drop_if_unused(outbox, new_outbox: "_NewFolders | None") -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{outbox.path}{suffix}").unlink(missing_ok=True)
     new_outbox.remove()
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def _open_outbox(directory: str):
+    from radseal.transport.outbox import OUTBOX_FILE, Outbox
+
+    if not (Path(directory) / OUTBOX_FILE).is_file():
+        raise TransportUsageError(f"{directory}: no outbox here (check --outbox)")
+    return Outbox(directory)
+
+
+def _when(timestamp: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _outbox_status(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args.outbox)
+    counts = outbox.counts()
+    print(f"outbox {outbox.path}: {counts['pending']} pending, {counts['refused']} refused, "
+          f"{counts['delivered']} delivered kept")
+    for row in outbox.rows(("pending", "refused")):
+        if row.state == "refused":
+            status = f"HTTP {row.refused_status} " if row.refused_status else ""
+            print(f"refused {row.message_id} ({row.source}, {row.sealed_bytes} bytes, {_when(row.updated)}): "
+                  f"{status}{row.refused_code}: {row.last_error}")
+        else:
+            note = f"; last error: {row.last_error}" if row.last_error else ""
+            print(f"pending {row.message_id} ({row.source}, {row.sealed_bytes} bytes, "
+                  f"{row.attempts} attempt(s) so far{note})")
+    if args.all:
+        for row in outbox.rows(("delivered",)):
+            print(f"delivered {row.message_id} ({row.source}, {_when(row.updated)})")
+    if counts["refused"]:
+        print(f"after a fix: 'radseal outbox retry --all --outbox {args.outbox}' (or name message ids), "
+              "then 'radseal send --flush'")
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace) -> int:
+    if bool(args.message_ids) == bool(args.all):
+        raise TransportUsageError("name the message ids to retry, or --all for every refused message")
+    outbox = _open_outbox(args.outbox)
+    ids = outbox.retry(None if args.all else list(args.message_ids))
+    for message_id in ids:
+        print(f"pending {message_id}: will be sent by the next 'radseal send' run")
+    print(f"{len(ids)} refused message(s) back to pending")
+    return 0
+
+
+def _outbox_purge(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args.outbox)
+    print(f"purged {outbox.purge_delivered(args.retain_delivered)} delivered message record(s)")
+    return 0
 
 
 # --------------------------------------------------------------------------- register
@@ -377,14 +501,20 @@ def register(sub) -> None:
         description=(
             "Compress and seal each image for the receiver, commit it to the outbox (SQLite, fsync'd), "
             "then deliver the outbox: every message is retried with exponential backoff and jitter until "
-            "a receipt naming its message id comes back, and only then dropped. Messages left over from "
-            "an interrupted run are delivered first; an input already in the outbox is not sealed twice."
+            "a receipt naming its message id, this device's key id and the SHA-256 of its sealed bytes "
+            "comes back, and only then dropped. A message the receiver refuses for good (malformed, "
+            "unknown sender, conflict, too large, wrong recipient, not authentic, undecodable) is set "
+            "aside, see 'radseal outbox'. Messages left over from an interrupted run are delivered first; "
+            "an input already in the outbox is not sealed twice. A file that cannot be read is reported "
+            "and skipped; the others are sent."
         ),
         epilog=(
             "examples:\n"
             "  radseal send scans/*.dcm --to https://gw.hospital.example:8443 --recipient receiver.pub --sign device.key\n"
             "  radseal send --flush --to https://gw.hospital.example:8443      # deliver what is left in the outbox\n"
-            "exit status: 0 when everything was delivered; non-zero when messages remain in the outbox."
+            "exit status: 0 when everything was delivered; 1 when some input files could not be read or\n"
+            "sealed and every other one was delivered; 2 when messages remain in the outbox (pending or\n"
+            "refused) or on a usage error."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -401,5 +531,47 @@ def register(sub) -> None:
     send.add_argument("--backoff", type=float, default=0.5, metavar="S", help="first retry delay scale in seconds (default: 0.5)")
     send.add_argument("--timeout", type=float, default=60.0, metavar="S", help="HTTP timeout per attempt (default: 60)")
     send.add_argument("--cacert", metavar="PEM", help="CA bundle to verify the receiver's TLS certificate")
+    send.add_argument("--retain-delivered", type=_duration, default=_duration(DEFAULT_RETAIN_DELIVERED),
+                      metavar="DURATION",
+                      help="keep the record of a delivered message (receipt, diagnosis; used to skip an input "
+                           f"sent before) this long, then purge it: 0, or a number with s, m, h or d "
+                           f"(default: {DEFAULT_RETAIN_DELIVERED})")
     send.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     send.set_defaults(func=_send)
+
+    outbox = sub.add_parser(
+        "outbox",
+        help="show the sender's outbox, put refused messages back, purge delivered records",
+        description=(
+            "The outbox keeps every sealed message until a matching receipt comes back. 'status' lists "
+            "pending messages and refused ones with the receiver's status, error code and reason; "
+            "'retry' puts refused messages back to pending after the cause was fixed (the device key "
+            "added to the receiver's --trust, the receiver upgraded, ...); 'purge' drops the records of "
+            "delivered messages older than --retain-delivered. Messages are named by message id and by "
+            "the first hex digits of their input file's SHA-256 (what sha256sum prints): the outbox "
+            "keeps no file names."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal outbox status --outbox /var/lib/radseal/outbox\n"
+            "  radseal outbox retry --all --outbox /var/lib/radseal/outbox && radseal send --flush --to URL --outbox ...\n"
+            "  radseal outbox purge --retain-delivered 0\n"
+            "a message refused with 409 conflict holds a message id another message took at the receiver;\n"
+            "retrying it gets the same answer: send its input again with 'radseal send FILE --again'\n"
+            "(a new message id) and have the receiver's log line for the conflict looked into."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
+    actions.required = True
+    status = actions.add_parser("status", help="counts, pending and refused messages")
+    status.add_argument("--all", action="store_true", help="also list the delivered records kept")
+    retry = actions.add_parser("retry", help="put refused messages back to pending")
+    retry.add_argument("message_ids", nargs="*", metavar="MESSAGE_ID", help="refused messages to put back")
+    retry.add_argument("--all", action="store_true", help="every refused message")
+    purge = actions.add_parser("purge", help="drop delivered records older than --retain-delivered")
+    purge.add_argument("--retain-delivered", type=_duration, default=_duration(DEFAULT_RETAIN_DELIVERED),
+                       metavar="DURATION", help=f"0, or a number with s, m, h or d (default: {DEFAULT_RETAIN_DELIVERED})")
+    for action, func in ((status, _outbox_status), (retry, _outbox_retry), (purge, _outbox_purge)):
+        action.add_argument("--outbox", default=DEFAULT_OUTBOX, metavar="DIR", help=f"outbox folder (default: {DEFAULT_OUTBOX})")
+        action.set_defaults(func=func)

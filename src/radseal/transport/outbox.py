@@ -225,7 +225,14 @@ class Outbox:
         """Delete delivered rows (receipt and diagnosis included) delivered more than ``older_than``
         seconds ago; return how many. An input sent again after its row is gone is sealed anew."""
         cutoff = (time.time() if now is None else now) - older_than
-        return self._write("DELETE FROM messages WHERE state = 'delivered' AND updated <= ?", (cutoff,))
+        purged = self._write("DELETE FROM messages WHERE state = 'delivered' AND updated <= ?", (cutoff,))
+        if purged:
+            try:  # move the overwritten pages into the file now, so the write-ahead log keeps no old copy
+                with closing(self._connect()) as db:
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # another process is reading: the next checkpoint does it
+        return purged
 
     def state(self, message_id: str) -> str | None:
         with closing(self._connect()) as db:

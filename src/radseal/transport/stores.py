@@ -2,8 +2,9 @@
 
 Both stores are idempotent by SOP Instance UID: putting the same object a
 second time (a retried message, a receiver restarted half way) leaves one
-object. The receiver makes that UID a function of the message id, so a
-message is stored once however often it is processed.
+object. The receiver makes that UID a function of (sender key id, message
+id), so a message is stored once however often it is processed, and no
+device can name another device's object.
 
 Folder layout (``FolderStore``)::
 
@@ -11,6 +12,8 @@ Folder layout (``FolderStore``)::
 
 written through a temporary ``.…part`` file, fsync'd and renamed; a UID that
 is not a plain dotted-decimal UID (a hostile header) is replaced by a hash.
+Folders the store creates are ``0700`` and files ``0600`` (they hold patient
+data); a store root that exists already keeps its mode.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Protocol
 import httpx
 
 from radseal.transport.errors import StoreError
-from radseal.transport.files import durable_write, partial_files, sweep_partial_files
+from radseal.transport.files import durable_write, partial_files, private_mkdir, sweep_partial_files
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -71,7 +74,7 @@ class FolderStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_mkdir(self.root)
         except OSError as exc:
             raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror or exc})") from None
 
