@@ -400,6 +400,7 @@ def mode(path) -> int:
 def test_outbox_and_receiver_files_are_private(tmp_path, parties, codec, images):
     with umask(0o022):
         outbox = Outbox(tmp_path / "dev" / "outbox")
+        (tmp_path / "state" / "archive").mkdir(parents=True)  # as `radseal serve` makes them before the receiver starts
         client, store = app_client(tmp_path, parties, codec, store=FolderStore(tmp_path / "pacs" / "store"))
         # Held open, so that SQLite's -wal and -shm files exist while we look at them.
         held = [sqlite3.connect(tmp_path / "dev" / "outbox" / "outbox.sqlite"),
@@ -430,9 +431,11 @@ def test_an_existing_world_readable_index_and_outbox_are_tightened(tmp_path):
         path.parent.mkdir(exist_ok=True)
         sqlite3.connect(path).close()
         os.chmod(path, 0o644)
+    os.chmod(tmp_path / "ob", 0o755)
     ReceiptIndex(tmp_path / "index.sqlite")
     Outbox(tmp_path / "ob")
     assert mode(tmp_path / "index.sqlite") == mode(tmp_path / "ob" / "outbox.sqlite") == 0o600
+    assert mode(tmp_path / "ob") == 0o700
 
 
 def file_bytes(folder) -> bytes:

@@ -362,9 +362,9 @@ def _send(args: argparse.Namespace) -> int:
     if result.pending or result.refused:
         hints = []
         if result.pending:
-            hints.append(f"'radseal send --flush --to {args.to} --outbox {args.outbox}' retries pending ones")
+            hints.append(f"run 'radseal send --flush --to {args.to} --outbox {args.outbox}' to retry pending ones")
         if result.refused:
-            hints.append(f"'radseal outbox status --outbox {args.outbox}' shows why refused ones were refused")
+            hints.append(f"'radseal outbox status --outbox {args.outbox}' says why refused ones were refused")
         hint = "; ".join(hints)
         if len(result.pending) + len(result.refused) == 1 and last_error:
             raise DeliveryError(f"{last_error[0]} ({hint})")

@@ -8,8 +8,11 @@ the folder.
 
 Everything the transport writes holds patient data or facts about it (sealed
 messages, derived DICOM objects, receipts with a diagnosis), so files are
-created ``0600`` and folders ``0700`` whatever the umask. Folders that already
-exist keep the mode an operator gave them.
+created ``0600`` and folders ``0700`` whatever the umask. radseal's own
+folders (the receiver's state folder and archive, the sender's outbox) are
+made ``0700`` even when they exist (written by an earlier version, or
+created by a caller); other folders that exist already, such as a store root
+shared with a PACS importer, keep the mode an operator gave them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ def private_mkdir(path: Path) -> Path:
         os.chmod(folder, DIR_MODE)  # mkdir's mode is reduced by the umask; be exact
     if not path.is_dir():
         raise NotADirectoryError(20, "Not a directory", str(path))
+    return path
+
+
+def own_private_dir(path: Path) -> Path:
+    """Create ``path`` like :func:`private_mkdir` and make it ``0700`` if it exists with wider access."""
+    path = private_mkdir(path)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, DIR_MODE)
     return path
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radseal.transport.errors import OutboxError
-from radseal.transport.files import private_file, private_mkdir
+from radseal.transport.files import own_private_dir, private_file
 
 OUTBOX_FILE = "outbox.sqlite"
 SCHEMA_VERSION = 2
@@ -96,7 +96,7 @@ class Outbox:
         self.directory = Path(directory)
         self.path = self.directory / OUTBOX_FILE
         try:
-            private_mkdir(self.directory)
+            own_private_dir(self.directory)
             private_file(self.path)
             with closing(self._connect()) as db:
                 db.execute("PRAGMA journal_mode=WAL")

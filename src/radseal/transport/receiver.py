@@ -71,7 +71,7 @@ from radseal.seal import (
     open_sealed,
 )
 from radseal.transport.errors import StoreError, TransportError
-from radseal.transport.files import durable_write_new, file_sha256, private_mkdir, sweep_partial_files
+from radseal.transport.files import durable_write_new, file_sha256, own_private_dir, sweep_partial_files
 from radseal.transport.index import OnRecord, ReceiptIndex
 from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
 from radseal.transport.stores import Store, StoredObject
@@ -135,7 +135,11 @@ class Receiver:
             self.open_image = open_image
         self.archive_dir = Path(self.archive_dir)
         try:
-            private_mkdir(self.archive_dir)
+            # The state folder (the index's) and the archive are the receiver's own: private, even if
+            # they were made by an earlier version or by the command line before the receiver started.
+            own_private_dir(self.archive_dir)
+            if getattr(self.index, "path", None) is not None:
+                own_private_dir(Path(self.index.path).parent)
         except OSError as exc:
             raise TransportError(f"{self.archive_dir}: cannot create the archive folder ({exc.strerror or exc})") from None
 
