@@ -316,9 +316,10 @@ def _send(args: argparse.Namespace) -> int:
             _drop_if_unused(outbox, new_outbox)
             raise
         if new_outbox is not None and not names:
+            # Nothing readable and nothing queued before: each file had its line; no outbox is left behind.
             sender.close()
             _drop_if_unused(outbox, new_outbox)
-            raise TransportUsageError(f"none of the {len(args.inputs)} input(s) could be read; nothing was sent")
+            return EXIT_NO_INPUT
 
     pending = outbox.pending()
     bar = tqdm(total=len(pending), desc="sending", unit="msg", disable=args.quiet or len(pending) < 2, file=sys.stderr)
@@ -372,13 +373,15 @@ def _send(args: argparse.Namespace) -> int:
             f"{len(result.pending) + len(result.refused)} message(s) not delivered; they stay in the outbox ({hint})"
         )
     if bad_inputs:
-        return EXIT_INPUTS_FAILED
+        return EXIT_INPUTS_FAILED if names else EXIT_NO_INPUT
     return 0
 
 
 #: ``radseal send`` exit status when some input files could not be read or sealed but every
 #: message that was sealed is delivered (messages left undelivered: 2, as for other errors).
 EXIT_INPUTS_FAILED = 1
+#: ... when no input file could be read (each one reported on its own line).
+EXIT_NO_INPUT = 2
 
 
 def _drop_if_unused(outbox, new_outbox: "_NewFolders | None") -> None:
@@ -514,7 +517,7 @@ def register(sub) -> None:
             "  radseal send --flush --to https://gw.hospital.example:8443      # deliver what is left in the outbox\n"
             "exit status: 0 when everything was delivered; 1 when some input files could not be read or\n"
             "sealed and every other one was delivered; 2 when messages remain in the outbox (pending or\n"
-            "refused) or on a usage error."
+            "refused), when no input could be read, or on a usage error."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
