@@ -14,7 +14,7 @@ connection per call keeps it safe to use from the receiver's worker threads.
 The file is created readable by its owner only.
 
 Schema versions (``PRAGMA user_version``): 2 is this one. An index written
-by radseal 0.x before it (version 0, ``message_id`` as the only key, no
+before it (version 0, ``message_id`` as the only key, no
 digest) is migrated in place when it is opened: the rows are kept, their
 ``sealed_sha256`` is empty until the receiver fills it in from its archive
 (:meth:`radseal.transport.receiver.Receiver.recover`).
