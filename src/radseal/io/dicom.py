@@ -218,6 +218,9 @@ def encode_dicom(ds: Dataset) -> bytes:
     if not hasattr(ds, "file_meta"):
         ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword in ("SOPClassUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise ImageWriteError(f"cannot write a DICOM object without {keyword} (radseal.io.derived fills it in)")
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buf = io.BytesIO()
