@@ -203,12 +203,13 @@ def test_every_command_refuses_to_replace_an_existing_output(name, rg3, tmp_path
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing else written either
 
 
-def test_evaluate_never_writes_into_its_data_folder(tmp_path, capsys):
-    (tmp_path / "data").mkdir()
-    code, _, err = run_cli(["evaluate", "--data", tmp_path / "data", "--out", tmp_path / "data" / "ev", "--quiet",
-                            "--force"], capsys)
-    assert_one_error_line(code, err, "inside the data folder")
-    assert list((tmp_path / "data").iterdir()) == []
+@pytest.mark.parametrize("out", ["data", "data/test/NORMAL"])
+def test_evaluate_never_writes_among_the_images_it_reads(out, tmp_path, capsys):
+    (tmp_path / "data" / "test" / "NORMAL").mkdir(parents=True)
+    code, _, err = run_cli(["evaluate", "--data", tmp_path / "data", "--out", tmp_path / out, "--quiet", "--force"],
+                           capsys)
+    assert_one_error_line(code, err, "is a folder of the images to evaluate")
+    assert [p.name for p in (tmp_path / "data").rglob("*")] == ["test", "NORMAL"]
 
 
 def test_atomic_write_without_replace_never_replaces(tmp_path):

@@ -128,14 +128,15 @@ def _check_evaluate_out(args) -> None:
     resumes and whose report it rewrites. Anything else needs --force; the data folder never."""
     from radseal.evaluate.codecs import EvaluationError
     from radseal.evaluate.runner import RECORDS
-    from radseal.io.dataset import resolve_data_dir
+    from radseal.io.dataset import CLASSES, SPLITS, resolve_data_dir
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise EvaluationError(f"{out}: --out must be a folder")
     data = resolve_data_dir(args.data)
-    if out.resolve() == data.resolve() or data.resolve() in out.resolve().parents:
-        raise EvaluationError(f"{out}: is inside the data folder {data}; choose an --out outside it")
+    image_folders = {data.resolve()} | {(data / s / c).resolve() for s in SPLITS for c in CLASSES}
+    if out.resolve() in image_folders:
+        raise EvaluationError(f"{out}: is a folder of the images to evaluate; choose another --out")
     if out.is_dir() and not args.force and not (out / RECORDS).is_file() and any(out.iterdir()):
         raise EvaluationError(
             f"{out}: already holds files and no earlier evaluation ({RECORDS}); pass --out a new or empty folder, "
