@@ -222,8 +222,7 @@ def register(sub) -> None:
                    help=f"folder for the outputs: keys, .rsl, DICOM, previews (default: {DEFAULT_OUT})")
     p.add_argument("--sample", default="RG1", choices=["RG1", "RG3"], help="bundled radiograph to use (default: RG1)")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--quality", type=int, default=None,
-                      help=quality_help())
+    rate.add_argument("--quality", type=int, default=None, help=quality_help())
     rate.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of a quality level")
     p.add_argument("--kem", default="x25519", choices=["x25519", "mlkem768-x25519"],
                    help="receiver key type (default: x25519)")

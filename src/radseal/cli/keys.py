@@ -232,7 +232,6 @@ def _inspect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parsers
 
 
-
 def register(sub) -> None:
     from radseal.cli import quality_help
 
@@ -285,8 +284,7 @@ def register(sub) -> None:
     p.add_argument("--to", required=True, metavar="RECEIVER.pub", help="receiver public key")
     p.add_argument("--sign", required=True, metavar="DEVICE.key", help="device private key")
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
-    p.add_argument("--quality", type=int, metavar="Q",
-                   help=quality_help())
+    p.add_argument("--quality", type=int, metavar="Q", help=quality_help())
     p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
     p.add_argument("--preserve-diagnosis", action="store_true",
                    help="choose the lowest quality whose reconstruction keeps the pneumonia classifier's label, "
