@@ -89,7 +89,7 @@ def test_dicom_round_trip(workdir, capsys, stand_in_codec, receiver, extra):
     code, text, _ = run(capsys, "decode", out, "--key", d / "keys" / f"{receiver}.key", *extra,
                         "--trust", d / "keys")
     assert code == 0 and "authentic" in text
-    decoded = out.with_suffix(".dcm")  # DICOM in, DICOM out by default
+    decoded = out.with_name(f"{receiver}-decoded.dcm")  # DICOM in, DICOM out by default, never IN.dcm
     ds = pydicom.dcmread(decoded)
     src = pydicom.dcmread(d / "crop.dcm")
     assert np.array_equal(ds.pixel_array, src.pixel_array)

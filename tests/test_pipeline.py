@@ -81,7 +81,7 @@ def test_decoded_shape_must_match_metadata():
             return Image(np.zeros((3, 3), np.uint8))
 
     sealed = seal_image(Image(np.zeros((4, 5), np.uint8)), RECEIVER.public_key(), DEVICE, codec=PngCodec())
-    with pytest.raises(FormatError, match="metadata says 4x5"):
+    with pytest.raises(FormatError, match=r"\(width x height\), the metadata says 5x4"):
         open_image(sealed.data, RECEIVER, [DEVICE.public_key()], codec=Liar())
 
 

@@ -22,3 +22,7 @@ class ImageWriteError(RadsealError):
 
 class DatasetError(RadsealError):
     """A data folder does not have a layout radseal understands."""
+
+
+class OutputExistsError(RadsealError):
+    """An output would replace an existing file (without --force) or an input (never)."""

@@ -26,6 +26,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from radseal.container import pack_body, unpack_body
 from radseal.errors import RadsealError
 from radseal.image import PHOTOMETRICS, Image
+from radseal.io.dicom import quiet_pydicom
 from radseal.seal import DeviceKey, DevicePublicKey, FormatError, Header, ReceiverKey, ReceiverPublicKey
 from radseal.seal import open_sealed, seal
 
@@ -77,6 +78,7 @@ def _json_safe(value: Any) -> Any:
 
 def dicom_header_bytes(ds: Dataset) -> bytes:
     """The source dataset without pixel data, as a DICOM Part 10 file (explicit VR little endian)."""
+    quiet_pydicom()
     header = Dataset()
     for elem in ds:
         if elem.tag not in _PIXEL_TAGS:
@@ -104,14 +106,18 @@ def parse_dicom_header(data: bytes) -> Dataset:
     """The DICOM header of a body: always a Part 10 file (preamble and 'DICM')."""
     if len(data) < 132 or data[128:132] != b"DICM":
         raise FormatError("sealed body: the DICOM header is not a DICOM Part 10 file")
+    quiet_pydicom()  # pydicom's warnings quote values: patient data must not reach a log
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
         if ds.file_meta.get("TransferSyntaxUID") != ExplicitVRLittleEndian:
-            raise ValueError("transfer syntax is not Explicit VR Little Endian")
+            raise FormatError("sealed body: the DICOM header is not Explicit VR Little Endian")
         ds.walk(lambda _ds, _elem: None)  # pydicom reads lazily: convert every element now
+    except FormatError:
+        raise
     except Exception as exc:  # authenticated bytes, but from a faulty sender
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise FormatError(f"sealed body: the DICOM header does not parse ({reason})") from None
+        # Only the exception's type: its text may quote a value from inside the sealed body,
+        # and a receiver logs this message.
+        raise FormatError(f"sealed body: the DICOM header does not parse ({type(exc).__name__})") from None
     return ds
 
 
@@ -199,7 +205,8 @@ def open_image(
     pixels = np.asarray(decoded.pixels)
     if pixels.shape != (desc["rows"], desc["columns"]):
         raise FormatError(
-            f"decoded image is {pixels.shape[0]}x{pixels.shape[1]}, the metadata says {desc['rows']}x{desc['columns']}"
+            f"decoded image is {pixels.shape[1]}x{pixels.shape[0]} (width x height), "
+            f"the metadata says {desc['columns']}x{desc['rows']}"
         )
     try:
         image = Image(

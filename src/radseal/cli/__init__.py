@@ -50,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quality_help() -> str:
+    """The --quality help text, with the learned codec's range and default (no weights are loaded)."""
+    from radseal.codec.api import Codec
+
+    codec = Codec("help")
+    return (f"codec quality level, an integer from {codec.qualities[0]} (smallest file) to "
+            f"{codec.qualities[-1]} (most detail) (default: {codec.default_quality})")
+
+
 def fail(message: str, code: int = 2) -> int:
     # One line, whatever the message holds (library messages may embed newlines).
     text = " ".join(str(message).split()) or "failed"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
+
+from radseal.io.files import check_output
 
 
 def register(sub) -> None:
@@ -40,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--synthetic", action="store_true", help="train on small generated images (smoke tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="start afresh over an existing OUT/last.pt (it is replaced)")
     p.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -55,6 +59,7 @@ def register(sub) -> None:
     e.add_argument("checkpoint", help="training checkpoint (OUT/last.pt of train-codec)")
     e.add_argument("--out", default=None, help="weights folder (default: the package's shipped weights folder)")
     e.add_argument("--model-id", default=None, help="model id to record (default: the registry's current id)")
+    e.add_argument("--force", action="store_true", help="replace an existing model of that id in OUT")
     e.set_defaults(func=run_export)
 
     f = sub.add_parser(
@@ -87,7 +92,16 @@ def register(sub) -> None:
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument("--force", action="store_true", help="replace an existing model of that id in OUT")
     f.set_defaults(func=run_fit)
+
+
+def _check_model_files(folder: Path, model_id: str, inputs: list, force: bool) -> None:
+    """A model's files (<id>.npz, <id>.json) are replaced only with --force; the registry is updated in place."""
+    from radseal.io.files import check_outputs
+
+    check_outputs(folder, [f"{model_id}.npz", f"{model_id}.json"], inputs=inputs, force=force,
+                  hint="pass --model-id NEW_ID, --out another folder, or --force to replace that model")
 
 
 def run_train(args) -> int:
@@ -103,6 +117,9 @@ def run_train(args) -> int:
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise CodecError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if not args.resume:
+        check_output(Path(args.out) / "last.pt", force=args.force,
+                     hint="pass --resume to continue that training, or --force to start afresh and replace it")
     cfg = TrainConfig(
         data=args.data,
         out=args.out,
@@ -122,8 +139,11 @@ def run_train(args) -> int:
 
 
 def run_export(args) -> int:
-    from radseal.codec.export import export_checkpoint
+    from radseal.codec.export import CURRENT_MODEL_ID, export_checkpoint
+    from radseal.codec.weights import weights_dir
 
+    _check_model_files(Path(args.out) if args.out else weights_dir(), args.model_id or CURRENT_MODEL_ID,
+                       [args.checkpoint], args.force)
     info = export_checkpoint(args.checkpoint, out_dir=args.out, model_id=args.model_id)
     print(json.dumps(info, indent=2))
     return 0
@@ -131,7 +151,9 @@ def run_export(args) -> int:
 
 def run_fit(args) -> int:
     from radseal.codec.subband_fit import CURRENT_MODEL_ID, train_subband
+    from radseal.codec.weights import weights_dir
 
+    _check_model_files(Path(args.out) if args.out else weights_dir(), args.model_id or CURRENT_MODEL_ID, [], args.force)
     record = train_subband(
         data=args.data,
         out_dir=args.out,

@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from radseal.errors import RadsealError
+from radseal.io.files import check_outputs
 
 DEFAULT_OUT = "radseal-demo"
+#: What the paper baseline writes into OUT/paper (radseal.paper.roundtrip.save_outputs).
+PAPER_OUTPUTS = ("original.png", "retrieved.png", "encrypted_latent.npy", "fig5.png")
 
 
 class DemoError(RadsealError):
@@ -39,7 +42,8 @@ class _Outputs:
         return path
 
     def file(self, path: Path) -> Path:
-        self.files.append(path)
+        if not path.exists():  # a file replaced under --force is complete (atomic write): not removed
+            self.files.append(path)
         return path
 
     def rollback(self) -> None:
@@ -74,12 +78,12 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def _preview(img, path: Path) -> None:
+def _preview(img, path: Path, replace: bool) -> None:
     """An 8-bit display rendering (bright = dense), whatever the stored depth."""
     from radseal.image import Image
     from radseal.io import write_png
 
-    write_png(Image(np.round(img.display_pixels() * 255).astype(np.uint8)), path)
+    write_png(Image(np.round(img.display_pixels() * 255).astype(np.uint8)), path, replace=replace)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -108,6 +112,11 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     target = _check_rate(args, codec)
 
     out = Path(args.out)
+    names = [f"keys/{n}" for n in ("receiver.key", "receiver.pub", "device.key", "device.pub")]
+    names += [f"{args.sample}{n}" for n in (".rsl", "-decoded.dcm", "-original.png", "-decoded.png")]
+    if args.insecure_paper_cipher:
+        names += [f"paper/{n}" for n in PAPER_OUTPUTS]
+    check_outputs(out, names, force=args.force, hint="pass --force to replace them, or --out another folder")
     for parent in reversed(out.parents):
         if str(parent) not in ("", ".") and not parent.exists():
             outputs.folder(parent)
@@ -124,7 +133,7 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     t = time.perf_counter()
     receiver = ReceiverKey.generate(kem=args.kem)
     device = DeviceKey.generate()
-    save_private_key(receiver, outputs.file(out / "keys" / "receiver.key"))
+    save_private_key(receiver, outputs.file(out / "keys" / "receiver.key"))  # checked above: new, or --force
     save_public_key(receiver.public_key(), outputs.file(out / "keys" / "receiver.pub"))
     save_private_key(device, outputs.file(out / "keys" / "device.key"))
     save_public_key(device.public_key(), outputs.file(out / "keys" / "device.pub"))
@@ -135,7 +144,7 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     times["compress"] = sealed.stats["compress_s"]
     times["seal"] = sealed.stats["pack_s"] + sealed.stats["seal_s"]
     rsl = out / f"{args.sample}.rsl"
-    atomic_write(outputs.file(rsl), sealed.data)
+    atomic_write(outputs.file(rsl), sealed.data, replace=args.force)
 
     t = time.perf_counter()
     opened = open_image(sealed.data, [receiver], [device.public_key()], codec=codec)
@@ -143,9 +152,9 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     recon = opened.image
     ds = derived_dataset(recon, opened.dicom_header, payload_bytes=len(opened.payload),
                          model_id=codec.model_id, uid_seed=opened.header.message_id)
-    write_dicom(ds, outputs.file(out / f"{args.sample}-decoded.dcm"))
-    _preview(img, outputs.file(out / f"{args.sample}-original.png"))
-    _preview(recon, outputs.file(out / f"{args.sample}-decoded.png"))
+    write_dicom(ds, outputs.file(out / f"{args.sample}-decoded.dcm"), replace=args.force)
+    _preview(img, outputs.file(out / f"{args.sample}-original.png"), args.force)
+    _preview(recon, outputs.file(out / f"{args.sample}-decoded.png"), args.force)
 
     pixels = img.height * img.width
     quality = psnr(img.pixels, recon.pixels, img.max_value)
@@ -190,6 +199,8 @@ def _paper_baseline(img, out: Path) -> None:
 
 
 def register(sub) -> None:
+    from radseal.cli import quality_help
+
     p = sub.add_parser(
         "demo",
         help="compress, seal, open and decode a bundled radiograph, offline",
@@ -199,15 +210,23 @@ def register(sub) -> None:
             "receiver key signed by a fresh device key, open and verify it, decode it and "
             "write a derived DICOM object, printing sizes, ratio, PSNR and the time of each step."
         ),
-        epilog="example: radseal demo --out radseal-demo --quality 8",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  radseal demo\n"
+            "  radseal demo --out radseal-demo --quality 8\n"
+            "  radseal demo --sample RG3 --bpp 0.3 --kem mlkem768-x25519 --out demo-rg3"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default=DEFAULT_OUT, help="folder for the outputs (keys, .rsl, DICOM, previews)")
-    p.add_argument("--sample", default="RG1", choices=["RG1", "RG3"], help="bundled radiograph to use")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help=f"folder for the outputs: keys, .rsl, DICOM, previews (default: {DEFAULT_OUT})")
+    p.add_argument("--sample", default="RG1", choices=["RG1", "RG3"], help="bundled radiograph to use (default: RG1)")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--quality", type=int, default=None, help="codec quality level (default: the codec's)")
+    rate.add_argument("--quality", type=int, default=None, help=quality_help())
     rate.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of a quality level")
-    p.add_argument("--kem", default="x25519", choices=["x25519", "mlkem768-x25519"], help="receiver key type")
+    p.add_argument("--kem", default="x25519", choices=["x25519", "mlkem768-x25519"],
+                   help="receiver key type (default: x25519)")
+    p.add_argument("--force", action="store_true", help="replace the outputs of an earlier demo in OUT")
     p.add_argument("--insecure-paper-cipher", action="store_true",
                    help="also run the paper's autoencoder round trip with its insecure cipher, for comparison")
     p.set_defaults(func=run_demo)

@@ -6,6 +6,7 @@ import argparse
 import math
 import shlex
 import sys
+from pathlib import Path
 
 EVALUATE_EXAMPLES = """examples:
   radseal evaluate --out /tmp/eval                          # every codec on ../shared/data/cxr/test
@@ -13,7 +14,8 @@ EVALUATE_EXAMPLES = """examples:
   radseal evaluate --out /tmp/eval --codecs radseal --qualities 2,6,10,14 --bpp 0.1,0.267,0.5
 
 Images are compressed at native resolution; the classifier sees its fixed-size
-view of each reconstruction. A run resumes from OUT/records.jsonl unless --fresh.
+view of each reconstruction. A run resumes from OUT/records.jsonl unless --fresh,
+and rewrites the report files in OUT; an OUT holding other files needs --force.
 """
 
 TRAIN_EXAMPLES = """examples:
@@ -47,6 +49,8 @@ def register(sub) -> None:
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
     e.add_argument("--fresh", action="store_true", help="ignore OUT/records.jsonl from an earlier run")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--force", action="store_true",
+                   help="write into an OUT that holds files other than an earlier evaluation's (they may be replaced)")
     e.set_defaults(func=_evaluate)
 
     p = sub.add_parser(
@@ -67,6 +71,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for split, init and augmentation (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace existing weights in OUT (the shipped ones by default)")
     p.set_defaults(func=_train_classifier)
 
 
@@ -96,6 +101,7 @@ def _evaluate(args) -> int:
     names = _csv(args.codecs, str, "--codecs")
     if args.codecs is not None and not names:
         raise EvaluationError("--codecs: no codec named (omit the option to evaluate every codec)")
+    _check_evaluate_out(args)
     codecs = build_codecs(names, _csv(args.qualities, int, "--qualities"), ladder)
     command = " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]])
     config = EvalConfig(
@@ -117,6 +123,27 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _check_evaluate_out(args) -> None:
+    """OUT is evaluate's own folder: new, empty, or an earlier evaluation (records.jsonl), which it
+    resumes and whose report it rewrites. Anything else needs --force; the data folder never."""
+    from radseal.evaluate.codecs import EvaluationError
+    from radseal.evaluate.runner import RECORDS
+    from radseal.io.dataset import CLASSES, SPLITS, resolve_data_dir
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EvaluationError(f"{out}: --out must be a folder")
+    data = resolve_data_dir(args.data)
+    image_folders = {data.resolve()} | {(data / s / c).resolve() for s in SPLITS for c in CLASSES}
+    if out.resolve() in image_folders:
+        raise EvaluationError(f"{out}: is a folder of the images to evaluate; choose another --out")
+    if out.is_dir() and not args.force and not (out / RECORDS).is_file() and any(out.iterdir()):
+        raise EvaluationError(
+            f"{out}: already holds files and no earlier evaluation ({RECORDS}); pass --out a new or empty folder, "
+            "or --force to write there"
+        )
+
+
 def _train_classifier(args) -> int:
     from radseal.diagnosis.train import TrainConfig, train_classifier
     from radseal.errors import RadsealError
@@ -125,6 +152,11 @@ def _train_classifier(args) -> int:
         raise RadsealError("--epochs must be >= 1 and --size >= 64 (the network pools by 64)")
     if args.threads < 1:
         raise RadsealError(f"--threads must be at least 1, got {args.threads}")
+    from radseal.diagnosis.classifier import WEIGHTS_DIR, WEIGHTS_FILE
+    from radseal.io.files import check_outputs
+
+    check_outputs(Path(args.out) if args.out else WEIGHTS_DIR, [WEIGHTS_FILE, "training.json"], force=args.force,
+                  hint="pass --out another folder, or --force to replace them")
     cfg = TrainConfig(epochs=args.epochs, size=args.size, seed=args.seed, threads=args.threads)
     command = " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]])
     result = train_classifier(args.data, args.out, cfg, progress=not args.quiet, command=command)

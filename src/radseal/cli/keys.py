@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from radseal.errors import RadsealError
-from radseal.io.files import read_regular_file
+from radseal.io.files import check_output, read_regular_file
 from radseal.seal.errors import FormatError, KeyFileError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -68,6 +68,7 @@ def _keygen(args: argparse.Namespace) -> int:
         raise UsageError(f"{out}: {'is a file, not a folder' if out.exists() else 'output folder does not exist'}")
     private_path, public_path = out / f"{args.name}.key", out / f"{args.name}.pub"
     for p in (private_path, public_path):
+        check_output(p, inputs=[args.passphrase_file], force=True)
         if p.exists() and not args.force:
             raise UsageError(f"{p}: already exists; a lost private key loses every image sealed to it (use --force to replace)")
     passphrase = _passphrase(args.passphrase_file)
@@ -91,6 +92,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _encode(args: argparse.Namespace) -> int:
     from radseal.io import atomic_write, read_image
+    from radseal.io.derived import identifier_notes
     from radseal.pipeline import seal_image
     from radseal.seal import load_device_key, load_receiver_public_key
 
@@ -99,9 +101,12 @@ def _encode(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".rsl":
         raise UsageError(f"{out}: the output of encode is a sealed container; name it *.rsl")
+    check_output(out, inputs=[args.input, args.to, args.sign, args.passphrase_file], force=args.force)
     recipient = load_receiver_public_key(args.to)
     signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
     img = read_image(args.input)
+    for note in identifier_notes(img.source):
+        print(f"radseal: note: {args.input}: {note}", file=sys.stderr)
     quality = args.quality
     if getattr(args, "preserve_diagnosis", False):
         quality = _preserve_diagnosis(args, img)
@@ -115,7 +120,7 @@ def _encode(args: argparse.Namespace) -> int:
                         insecure_paper_cipher=args.insecure_paper_cipher)
     data = sealed.data
     try:
-        atomic_write(out, data)
+        atomic_write(out, data, replace=args.force)
     except OSError as exc:
         raise RadsealError(f"{out}: cannot write ({exc.strerror or exc})") from None
     st = sealed.stats
@@ -156,6 +161,9 @@ def _decode(args: argparse.Namespace) -> int:
 
     if args.output is not None and Path(args.output).suffix.lower() not in (".dcm", ".dicom", ".png"):
         raise UsageError(f"{args.output}: decode writes DICOM (.dcm) or PNG (.png)")
+    inputs = [args.input, args.passphrase_file, *args.key, *args.trust]
+    if args.output is not None:
+        check_output(args.output, inputs=inputs, force=args.force)
     passphrase = _passphrase(args.passphrase_file)
     keys = [load_receiver_key(k, passphrase) for k in args.key]
     trusted = load_trusted(args.trust)
@@ -164,19 +172,34 @@ def _decode(args: argparse.Namespace) -> int:
         opened = open_image(data, keys, trusted, allow_insecure_paper_cipher=args.insecure_paper_cipher)
     except RadsealError as exc:
         raise _with_file(exc, args.input) from None
-    out = Path(args.output) if args.output else Path(args.input).with_suffix(".dcm" if opened.dicom_header is not None else ".png")
+    if args.output is not None:
+        out = Path(args.output)
+    else:
+        # Never IN.dcm: that is usually the original image the container was made from.
+        dicom_out = opened.dicom_header is not None or opened.image.signed  # PNG cannot hold signed values
+        out = default_decode_output(args.input, ".dcm" if dicom_out else ".png")
+        check_output(out, inputs=inputs, force=args.force, hint="pass -o NAME to choose another name, or --force to replace it")
+    notes: list[str] = []
     if out.suffix.lower() in (".dcm", ".dicom"):
         codec_name = str(opened.metadata.get("codec", {}).get("name", "unknown"))
         ds = derived_dataset(opened.image, opened.dicom_header, payload_bytes=max(1, len(opened.payload)),
-                             model_id=codec_name, uid_seed=opened.header.message_id)
-        write_dicom(ds, out)
+                             model_id=codec_name, uid_seed=opened.header.message_id, notes=notes)
+        write_dicom(ds, out, replace=args.force)
     else:
-        write_image(opened.image, out)
+        write_image(opened.image, out, replace=args.force)
+    for note in notes:
+        print(f"radseal: note: {note}", file=sys.stderr)
     h, img = opened.header, opened.image
     print(f"{args.input}: authentic, from trusted device {h.sender_key_id}, message {h.message_id}, created {_iso(h.created)}")
     dicom = "with its DICOM header" if opened.dicom_header is not None else "no DICOM header"
     print(f"  wrote {out}: {img.width}x{img.height} at {img.bits_stored} bits, {img.photometric} ({dicom})")
     return 0
+
+
+def default_decode_output(container: str | Path, suffix: str) -> Path:
+    """``X.rsl`` decodes to ``X-decoded.dcm`` (or .png) beside it, never to ``X.dcm``."""
+    path = Path(container)
+    return path.with_name(f"{path.stem}-decoded{suffix}")
 
 
 # --------------------------------------------------------------------------- inspect
@@ -210,6 +233,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from radseal.cli import quality_help
+
     raw = argparse.RawDescriptionHelpFormatter
 
     p = sub.add_parser(
@@ -259,7 +284,7 @@ def register(sub) -> None:
     p.add_argument("--to", required=True, metavar="RECEIVER.pub", help="receiver public key")
     p.add_argument("--sign", required=True, metavar="DEVICE.key", help="device private key")
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
-    p.add_argument("--quality", type=int, metavar="Q", help="codec quality level (integer; higher keeps more detail; default: the codec's default)")
+    p.add_argument("--quality", type=int, metavar="Q", help=quality_help())
     p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
     p.add_argument("--preserve-diagnosis", action="store_true",
                    help="choose the lowest quality whose reconstruction keeps the pneumonia classifier's label, "
@@ -268,7 +293,8 @@ def register(sub) -> None:
                    help="with --preserve-diagnosis: largest allowed change of the pneumonia probability (default 0.05)")
     p.add_argument("--psnr-floor", type=float, default=38.0, metavar="DB",
                    help="with --preserve-diagnosis: lowest allowed PSNR in dB at the image's own peak (default 38)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.rsl", help="sealed container to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.rsl", help="sealed container to write (never an existing file unless --force)")
+    p.add_argument("--force", action="store_true", help="replace OUT.rsl if it exists (an input is never replaced)")
     p.add_argument("--insecure-paper-cipher", action="store_true",
                    help="write the paper baseline's INSECURE suite 0xF0 (no encryption; reproduction only)")
     p.set_defaults(func=_encode)
@@ -297,7 +323,9 @@ def register(sub) -> None:
     p.add_argument("--trust", required=True, action="append", metavar="DEVICE.pub|DIR",
                    help="trusted device public key, or a folder of them (repeatable)")
     p.add_argument("-o", "--output", metavar="OUT.dcm|OUT.png",
-                   help="image to write (default: IN with .dcm if it carried DICOM, else .png)")
+                   help="image to write (default: IN-decoded.dcm beside IN if it carried DICOM or signed pixels, "
+                        "else IN-decoded.png; never an existing file unless --force)")
+    p.add_argument("--force", action="store_true", help="replace the output if it exists (an input is never replaced)")
     p.add_argument("--insecure-paper-cipher", action="store_true",
                    help="accept the paper's insecure suite 0xF0 (reproduction only; no confidentiality)")
     p.set_defaults(func=_decode)

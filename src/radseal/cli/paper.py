@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from radseal.cli.demo import PAPER_OUTPUTS
 from radseal.errors import RadsealError
+from radseal.io.files import check_outputs
+
+#: What ``paper sweep`` writes into OUT (radseal.paper.sweep, stem "paper_sweep").
+SWEEP_OUTPUTS = tuple(f"paper_sweep{s}" for s in (
+    ".json", ".md", "_loss.png", "_roc.png", "_confusion.png", "_confusion_reference.png", "_fig5.png"))
 
 
 class InsecureCipherRefused(RadsealError):
@@ -22,6 +28,14 @@ def register(sub) -> None:
             "baseline: a convolutional autoencoder whose latent is 'encrypted' as E = Z^2 + K^2. "
             "That cipher is broken (see docs/paper.md); use radseal encode/decode for real protection."
         ),
+        epilog=(
+            "examples:\n"
+            "  radseal paper roundtrip chest.dcm --key-image other.jpeg --insecure-paper-cipher --out rt\n"
+            "  radseal paper sweep --smoke --out /tmp/sweep\n"
+            "  radseal paper sweep --data ../shared/data/cxr --out docs/results\n"
+            "  radseal paper roundtrip --help      # each subcommand has its own options"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     psub = paper.add_subparsers(dest="paper_command", metavar="PAPER_COMMAND")
     psub.required = True
@@ -49,6 +63,7 @@ def register(sub) -> None:
     r.add_argument("--insecure-paper-cipher", action="store_true", help="acknowledge that the paper's cipher is insecure and run it")
     r.add_argument("--weights", default=None, help="paper autoencoder weights (default: the shipped 3-layer ReLU model)")
     r.add_argument("--out", default="radseal-paper-roundtrip", help="output folder (default: ./radseal-paper-roundtrip)")
+    r.add_argument("--force", action="store_true", help="replace the outputs of an earlier run in OUT")
     r.set_defaults(func=run_roundtrip_cmd)
 
     s = psub.add_parser(
@@ -78,6 +93,7 @@ def register(sub) -> None:
     s.add_argument("--smoke", action="store_true", help="two permutations, one epoch, a few images (for CI)")
     s.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s.add_argument("--force", action="store_true", help="replace the paper_sweep.* files of an earlier sweep in OUT")
     s.set_defaults(func=run_sweep_cmd)
 
 
@@ -96,6 +112,7 @@ def run_roundtrip_cmd(args) -> int:
     from radseal.paper.roundtrip import run_roundtrip, save_outputs
 
     image_path, key_path = Path(args.image), Path(args.key_image)
+    check_outputs(args.out, PAPER_OUTPUTS, inputs=[image_path, key_path, args.weights], force=args.force)
     img, key = read_image(image_path), read_image(key_path)
     weights = Path(args.weights) if args.weights else shipped_weights_path()
     model, _ = load_autoencoder(weights)
@@ -143,6 +160,7 @@ def run_sweep_cmd(args) -> int:
             raise RadsealError("--epochs must be at least 1")
         protocol = replace(protocol, epochs=args.epochs, checkpoints=_checkpoints(args.epochs))
     data = resolve_data_dir(args.data)
+    check_outputs(args.out, SWEEP_OUTPUTS, force=args.force)
     from radseal.paper.sweep import run_sweep
 
     command = "radseal paper sweep " + _args_text(args)  # rebuilt from the parsed options: exact and reproducible

@@ -7,7 +7,7 @@ from pathlib import Path
 from radseal.errors import ImageReadError, ImageWriteError
 from radseal.image import Image
 from radseal.io.dicom import looks_like_dicom, read_dicom, to_dataset, write_dicom
-from radseal.io.files import atomic_write, read_regular_file
+from radseal.io.files import atomic_write, check_output, check_outputs, read_regular_file
 from radseal.io.raster import encode_png, read_raster, write_png
 
 __all__ = [
@@ -18,6 +18,8 @@ __all__ = [
     "to_dataset",
     "encode_png",
     "atomic_write",
+    "check_output",
+    "check_outputs",
 ]
 
 _RASTER_MAGIC = (
@@ -46,17 +48,18 @@ def read_image(path: str | Path) -> Image:
         return read_dicom(path, data)
     if data.startswith(_RASTER_MAGIC):
         return read_raster(path, data)
-    if path.suffix.lower() in (".dcm", ".dicom", "") and len(data) > 8:
-        # DICOM without the 128-byte preamble (older files) still parses.
+    if path.suffix.lower() in (".dcm", ".dicom", ""):
+        # DICOM without the 128-byte preamble (older files) still parses; anything else
+        # named .dcm is "not a DICOM file" (read_dicom says so).
         return read_dicom(path, data)
     raise ImageReadError(f"{path}: unrecognised file type (expected DICOM, PNG, JPEG or TIFF)")
 
 
-def write_image(img: Image, path: str | Path) -> Path:
-    """Write by extension: .dcm/.dicom as DICOM, .png as PNG."""
+def write_image(img: Image, path: str | Path, *, replace: bool = True) -> Path:
+    """Write by extension: .dcm/.dicom as DICOM, .png as PNG (``replace=False``: never over an existing file)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".dcm", ".dicom"):
-        return write_dicom(img, path)
+        return write_dicom(img, path, replace=replace)
     if suffix == ".png":
-        return write_png(img, path)
+        return write_png(img, path, replace=replace)
     raise ImageWriteError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .dcm")

@@ -32,7 +32,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from radseal.image import Image
-from radseal.io.dicom import secondary_capture, set_pixels
+from radseal.io.dicom import SECONDARY_CAPTURE_SOP_CLASS, secondary_capture, set_pixels
 
 # No defined term exists for a learned codec (PS3.3 C.7.6.1.1.5.1 lists JPEG,
 # JPEG-LS, JPEG 2000, ...); this one is ours and the Derivation Description
@@ -99,6 +99,51 @@ def _code(value: str, meaning: str) -> Dataset:
     return item
 
 
+def _uid_value(ds: Dataset, keyword: str) -> str:
+    """The UID's text, or "" when the element is absent, empty or unreadable."""
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a damaged element counts as missing
+        return ""
+    return str(value).strip() if value is not None else ""
+
+
+#: What a derived object does when its source lacks an identifying UID (PS3.3 C.12.1, C.7.2.1,
+#: C.7.3.1, C.7.6.1): every one of these has an answer, so none makes ``encode`` refuse.
+MISSING_UID_DECISIONS = {
+    "SOPInstanceUID": "no SOP Instance UID: the derived object gets its own as always, "
+                      "but cannot reference its source (Source Image Sequence left out)",
+    "SOPClassUID": "no SOP Class UID: the derived object is stored as Secondary Capture Image Storage, "
+                   "the class DICOM has for images whose acquisition is not described",
+    "StudyInstanceUID": "no Study Instance UID: the derived object gets a new one (derived from the message id), "
+                        "so it does not join the source's study",
+    "SeriesInstanceUID": "no Series Instance UID: the derived object gets a new one (derived from the message id)",
+}
+
+
+def identifier_notes(source: Dataset | None) -> list[str]:
+    """One line per identifying UID the source lacks, saying what the derived object does instead."""
+    if not isinstance(source, Dataset):
+        return []
+    return [text for keyword, text in MISSING_UID_DECISIONS.items() if not _uid_value(source, keyword)]
+
+
+def _fill_missing_uids(ds: Dataset, missing: list[str], uid_seed: str | None) -> None:
+    if "SOPClassUID" in missing:
+        ds.SOPClassUID = SECONDARY_CAPTURE_SOP_CLASS
+        # SC Equipment module (PS3.3 C.8.6.1): Conversion Type is Type 1; WSD: made on a workstation.
+        if not str(ds.get("ConversionType", "") or "").strip():
+            ds.ConversionType = "WSD"
+        if not str(ds.get("Modality", "") or "").strip():
+            ds.Modality = "OT"
+    if "StudyInstanceUID" in missing:
+        ds.StudyInstanceUID = derived_uid(uid_seed, "study")
+    if "SeriesInstanceUID" in missing:
+        ds.SeriesInstanceUID = derived_uid(uid_seed, "series")
+    if hasattr(ds, "file_meta"):
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+
+
 def derived_dataset(
     img: Image,
     source: Dataset | None,
@@ -107,6 +152,7 @@ def derived_dataset(
     model_id: str,
     uid_seed: str | None = None,
     software_version: str | None = None,
+    notes: list[str] | None = None,
 ) -> Dataset:
     """The DICOM object for a reconstruction ``img`` of ``source``.
 
@@ -114,6 +160,9 @@ def derived_dataset(
     image that came without DICOM (a Secondary Capture results).
     ``payload_bytes`` is the size of the compressed codec payload, from which
     the ratio is computed; ``model_id`` names the codec and its weights.
+    A source without SOP Class, SOP Instance, Study or Series Instance UID
+    still gives a valid object (see :data:`MISSING_UID_DECISIONS`); one line
+    per such decision is appended to ``notes`` when a list is given.
     """
     if payload_bytes <= 0:
         raise ValueError(f"payload_bytes must be positive, got {payload_bytes}")
@@ -141,11 +190,20 @@ def derived_dataset(
         earlier_methods = _values(ds, "LossyImageCompressionMethod") if already_lossy else []
         extra_image_type = _values(ds, "ImageType")[2:]
 
-        reference = Dataset()
-        reference.ReferencedSOPClassUID = ds.SOPClassUID
-        reference.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-        reference.PurposeOfReferenceCodeSequence = [_code("121320", "Uncompressed predecessor")]
-        ds.SourceImageSequence = [reference]
+        missing = [k for k in MISSING_UID_DECISIONS if not _uid_value(ds, k)]
+        if notes is not None:
+            notes.extend(MISSING_UID_DECISIONS[k] for k in missing)
+        if "SOPClassUID" in missing or "SOPInstanceUID" in missing:
+            # Both are Type 1 in a reference (PS3.3 C.10.6.1.1): no reference rather than a broken one.
+            if "SourceImageSequence" in ds:
+                del ds.SourceImageSequence
+        else:
+            reference = Dataset()
+            reference.ReferencedSOPClassUID = ds.SOPClassUID
+            reference.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+            reference.PurposeOfReferenceCodeSequence = [_code("121320", "Uncompressed predecessor")]
+            ds.SourceImageSequence = [reference]
+        _fill_missing_uids(ds, missing, uid_seed)
 
     ds.SOPInstanceUID = derived_uid(uid_seed, "instance")
     if hasattr(ds, "file_meta"):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -22,8 +25,48 @@ SECONDARY_CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 # need a registered root; without one it uses the UUID-derived 2.25 arc).
 
 
+# pydicom and its decoder plugins report odd values as warnings and log records that quote the
+# values: patient names, ids, dates. radseal reads untrusted files and sealed bodies whose contents
+# must not reach a terminal or a receiver's log, so these are silenced process-wide (a filter by
+# module, which unlike warnings.catch_warnings is safe with the receiver's threads); a value radseal
+# needs and cannot use becomes an ImageReadError instead. pydicom.config.debug() still works.
+_QUIET_MODULES = r"(pydicom|pylibjpeg|openjpeg|libjpeg|rle)(\.|$)"
+_QUIET_LOGGERS = ("pydicom", "pylibjpeg", "openjpeg", "libjpeg", "rle")
+
+
+def quiet_pydicom() -> None:
+    """Keep pydicom's (and its plugins') warnings and log records off every output; idempotent."""
+    if not any(f[0] == "ignore" and getattr(f[2], "pattern", None) == _QUIET_MODULES for f in warnings.filters):
+        warnings.filterwarnings("ignore", module=_QUIET_MODULES)
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.propagate:
+            logger.addHandler(logging.NullHandler())
+            logger.propagate = False
+
+
+quiet_pydicom()
+
+# Transfer syntaxes whose frames are JPEG-family codestreams: each must end with the EOI (JPEG,
+# JPEG-LS) or EOC (JPEG 2000) marker, both FF D9. Decoders fill a stream that stops early with
+# zeros or grey instead of failing, so a missing end marker is how a cut-off frame is told.
+_JPEG_FAMILY = {
+    uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1,
+    uid.JPEGLSLossless, uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000,
+    uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K,
+}
+
+
 def looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def looks_like_bare_dicom(data: bytes) -> bool:
+    """A DICOM data set without the Part 10 preamble (older files) starts with a group 0002 or 0008 tag."""
+    if len(data) < 8:
+        return False
+    little, big = int.from_bytes(data[0:2], "little"), int.from_bytes(data[0:2], "big")
+    return little in (0x0002, 0x0008) or big == 0x0008
 
 
 def read_dicom(path: Path, data: bytes) -> Image:
@@ -31,24 +74,37 @@ def read_dicom(path: Path, data: bytes) -> Image:
 
     pydicom parses elements lazily and reports damaged ones with many
     exception types (struct.error, NotImplementedError for an unknown VR,
-    BytesLengthException, ...) and with warnings on stderr; both are turned
-    into one error naming the file.
+    BytesLengthException, ...); each is turned into one error naming the file.
+    Its warnings are silenced (see :func:`quiet_pydicom`).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return _read_dicom(path, data)
-        except ImageReadError:
-            raise
-        except (MemoryError, RecursionError):
-            raise ImageReadError(f"{path}: not a readable DICOM file (damaged element lengths)") from None
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    quiet_pydicom()
+    try:
+        return _read_dicom(path, data)
+    except ImageReadError:
+        raise
+    except (MemoryError, RecursionError):
+        raise ImageReadError(f"{path}: not a readable DICOM file (damaged element lengths)") from None
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise ImageReadError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+
+
+def _check_frame_complete(path: Path, ds: Dataset) -> None:
+    """Refuse an encapsulated JPEG-family frame that stops before its end marker."""
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts not in _JPEG_FAMILY:
+        return
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    # Fragments are padded to an even length, with 00 or FF (a fill byte JPEG allows).
+    if not frame.rstrip(b"\x00\xff").endswith(b"\xff\xd9"):
+        raise ImageReadError(f"{path}: DICOM pixel data is truncated ({ts.name} stream has no end marker)")
 
 
 def _read_dicom(path: Path, data: bytes) -> Image:
+    part10 = looks_like_dicom(data)
+    if not part10 and not looks_like_bare_dicom(data):
+        raise ImageReadError(f"{path}: not a DICOM file (no DICOM preamble, and it does not start with a DICOM element)")
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=not looks_like_dicom(data))
+        ds = pydicom.dcmread(io.BytesIO(data), force=not part10)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError) as exc:
         raise ImageReadError(f"{path}: not a readable DICOM file ({exc})") from None
     if "PixelData" not in ds:
@@ -64,6 +120,7 @@ def _read_dicom(path: Path, data: bytes) -> Image:
     if not 1 <= bits_stored <= 16:
         raise ImageReadError(f"{path}: Bits Stored {bits_stored} is outside 1..16")
     signed = int(ds.get("PixelRepresentation", 0)) == 1
+    _check_frame_complete(path, ds)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for bad or compressed data
@@ -161,6 +218,9 @@ def encode_dicom(ds: Dataset) -> bytes:
     if not hasattr(ds, "file_meta"):
         ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    for keyword in ("SOPClassUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise ImageWriteError(f"cannot write a DICOM object without {keyword} (radseal.io.derived fills it in)")
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     buf = io.BytesIO()
@@ -168,11 +228,13 @@ def encode_dicom(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def write_dicom(img_or_ds: Image | Dataset, path: str | Path) -> Path:
+def write_dicom(img_or_ds: Image | Dataset, path: str | Path, *, replace: bool = True) -> Path:
+    """Write DICOM through a temporary file; ``replace=False`` never replaces an existing file."""
     from radseal.io.files import atomic_write
 
     ds = to_dataset(img_or_ds) if isinstance(img_or_ds, Image) else img_or_ds
+    data = encode_dicom(ds)
     try:
-        return atomic_write(path, encode_dicom(ds))
+        return atomic_write(path, data, replace=replace)
     except OSError as exc:
         raise ImageWriteError(f"{path}: cannot write DICOM ({exc.strerror or exc})") from None

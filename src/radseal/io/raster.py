@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+from PIL import ImageFile, UnidentifiedImageError
 
 from radseal.errors import ImageReadError, ImageWriteError
 from radseal.image import Image
@@ -51,6 +52,39 @@ def _bits_for(arr: np.ndarray, container_bits: int) -> int:
     return container_bits
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_strict(pil: PILImage.Image) -> None:
+    """Decode now, refusing truncated data whatever ImageFile.LOAD_TRUNCATED_IMAGES says elsewhere.
+
+    With that switch on (a process-wide setting other code may turn on), Pillow
+    fills the missing part of an image with zeros instead of failing.
+    """
+    with _LOAD_LOCK:
+        saved = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            pil.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _check_png_complete(path: Path, data: bytes) -> None:
+    """libpng (through imagecodecs) checks what Pillow does not: that the image data holds every row.
+
+    A PNG whose compressed stream ends cleanly but early decodes in Pillow
+    with the missing rows as zeros; libpng says "Not enough image data".
+    """
+    import imagecodecs
+
+    try:
+        imagecodecs.png_decode(data)
+    except Exception as exc:  # noqa: BLE001 - imagecodecs raises its own error types
+        reason = (str(exc).split(":")[-1].strip() or type(exc).__name__).rstrip(".")
+        raise ImageReadError(f"{path}: damaged or truncated PNG ({reason})") from None
+
+
 def read_raster(path: Path, data: bytes) -> Image:
     # Pillow warns (on stderr) about damaged EXIF and the like, and raises many types on
     # damaged files (TypeError for missing TIFF tags, DecompressionBombError, ...).
@@ -58,7 +92,7 @@ def read_raster(path: Path, data: bytes) -> Image:
         warnings.simplefilter("ignore")
         try:
             pil = PILImage.open(io.BytesIO(data))
-            pil.load()
+            _load_strict(pil)
             if getattr(pil, "n_frames", 1) > 1:
                 pil.seek(0)
             pixels, bits = _to_gray(pil, str(path))
@@ -72,6 +106,8 @@ def read_raster(path: Path, data: bytes) -> Image:
             raise ImageReadError(f"{path}: image too large to decode in memory") from None
         except Exception as exc:  # noqa: BLE001 - see above
             raise ImageReadError(f"{path}: cannot decode image ({exc or type(exc).__name__})") from None
+    if pil.format == "PNG":
+        _check_png_complete(path, data)
     return Image(
         pixels=pixels,
         bits_stored=bits,
@@ -81,7 +117,17 @@ def read_raster(path: Path, data: bytes) -> Image:
 
 
 def encode_png(img: Image) -> bytes:
-    """PNG bytes at 8 bits (<= 8 stored) or 16 bits, values unchanged."""
+    """PNG bytes at 8 bits (<= 8 stored) or 16 bits, values unchanged.
+
+    PNG samples are unsigned and carry no offset: a signed image (DICOM
+    Pixel Representation 1, held shifted by 2**(bits_stored-1)) would come
+    back as different numbers, so it is refused; DICOM keeps it exactly.
+    """
+    if img.signed:
+        raise ImageWriteError(
+            "signed pixel values (DICOM Pixel Representation 1) cannot be stored in PNG without "
+            "changing them; write DICOM instead (-o NAME.dcm)"
+        )
     buf = io.BytesIO()
     if img.pixels.dtype == np.uint8:
         PILImage.fromarray(img.pixels, mode="L").save(buf, format="PNG")
@@ -91,10 +137,12 @@ def encode_png(img: Image) -> bytes:
     return buf.getvalue()
 
 
-def write_png(img: Image, path: str | Path) -> Path:
+def write_png(img: Image, path: str | Path, *, replace: bool = True) -> Path:
+    """Write ``img`` as PNG through a temporary file; ``replace=False`` never replaces an existing file."""
     from radseal.io.files import atomic_write
 
+    data = encode_png(img)
     try:
-        return atomic_write(path, encode_png(img))
+        return atomic_write(path, data, replace=replace)
     except OSError as exc:
         raise ImageWriteError(f"{path}: cannot write PNG ({exc.strerror or exc})") from None
