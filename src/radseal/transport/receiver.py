@@ -336,11 +336,13 @@ class _Spool:
             self._check_header(bytes(self._head[:HEADER_BYTES]))
             fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".rsl", dir=self.folder)  # mode 0600
             self.path = Path(name)
-            self._fh = os.fdopen(fd, "wb")
+            self._fh = os.fdopen(fd, "wb", buffering=0)  # unbuffered: bytes received are on disk, not in memory
             chunk, self._head = bytes(self._head), bytearray()
         if self.size > self.expected:
             raise Rejected(400, "malformed", f"body is longer than the {self.expected} bytes its header announces")
-        self._fh.write(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[self._fh.write(view):]
 
     def _check_header(self, head: bytes) -> None:
         try:
