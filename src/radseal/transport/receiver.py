@@ -600,15 +600,24 @@ def create_app(
     async def healthz() -> dict:
         return {"status": "ok", "store": store.kind, "version": _version()}
 
-    def process(path: Path) -> tuple[dict, bool]:
+    def process(path: Path) -> tuple[dict, bool] | Rejected:
+        """Open, check and store one received body; a refusal is returned, not raised.
+
+        Returned, because an exception crossing the thread pool keeps its traceback's
+        frames (and with them the message bytes) alive until the garbage collector
+        runs: 20 refused 48 MiB bodies held 2 GB that way.
+        """
         data = path.read_bytes()
-        _admit(data, receiver, limits)
         try:
+            _admit(data, receiver, limits)
             return receiver.accept(data)
-        except Rejected:
-            raise
+        except Rejected as exc:
+            refusal = (exc.status, exc.code, exc.detail)
         except Exception as exc:  # noqa: BLE001 - mapped to a precise refusal, never a 500
-            raise _classify(exc) from None
+            refusal = _classify(exc)
+            refusal = (refusal.status, refusal.code, refusal.detail)
+        del data
+        return Rejected(*refusal)
 
     @app.post(MESSAGES_PATH)
     async def post_message(request: Request) -> JSONResponse:
@@ -628,13 +637,14 @@ def create_app(
                 log.info("aborted: the client closed the connection after %d of %s bytes", spool.size,
                          spool.expected if spool.expected is not None else request.headers.get("content-length", "?"))
                 return _error(400, "aborted", "the client closed the connection before the body was complete", close=True)
-            try:
-                async with processing:
-                    receipt, duplicate = await run_in_threadpool(process, path)
-            except Rejected as exc:
+            async with processing:
+                outcome = await run_in_threadpool(process, path)
+            if isinstance(outcome, Rejected):
+                exc = outcome
                 log.warning("rejected status=%d error=%s bytes=%d message=%s sender=%s: %s", exc.status, exc.code, spool.size,
                             spool.header.message_id, spool.header.sender_key_id, exc.detail)
                 return _error(exc.status, exc.code, exc.detail)
+            receipt, duplicate = outcome
         finally:
             spool.discard()
             in_flight[0] -= 1
