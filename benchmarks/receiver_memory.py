@@ -18,7 +18,8 @@ resident size after it (``VmRSS``) from ``/proc/PID/status``:
 first (e.g. an older commit: ``git archive COMMIT src | tar -x -C DIR``),
 in the same run, for comparison. Results: docs/results/receiver_memory.{json,md}.
 
-    python benchmarks/receiver_memory.py --baseline-src /tmp/radseal-base/src
+    git archive 6e40e65 src | tar -x -C /tmp/radseal-base
+    python benchmarks/receiver_memory.py --baseline-src /tmp/radseal-base/src --baseline-label "commit 6e40e65"
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -136,6 +138,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--mib", type=float, default=48, help="size of each garbage upload (default 48, under the 64 MiB limit)")
     parser.add_argument("--baseline-src", type=Path, help="another source tree to measure first, for comparison")
+    parser.add_argument("--baseline-label", default="another source tree",
+                        help="what the baseline is, for the results page (e.g. 'commit 6e40e65')")
     parser.add_argument("--name", default="receiver_memory")
     args = parser.parse_args()
 
@@ -178,7 +182,7 @@ def main() -> None:
     runs.append(run(ROOT / "src", work, "this", [], inputs))
 
     command = "python benchmarks/receiver_memory.py " + " ".join(
-        a if not a.startswith("/") else "<" + Path(a).name + ">" for a in sys.argv[1:])
+        "<" + Path(a).name + ">" if a.startswith("/") else shlex.quote(a) for a in sys.argv[1:])
     result = {
         "command": command,
         "python": platform.python_version(),
@@ -202,7 +206,9 @@ def main() -> None:
         f"followed by random bytes, refused at signature verification; `valid`: RG1 and RG3 of pydicom-data at full "
         f"size, sealed with the shipped codec ({sizes[0]} and {sizes[-1]} bytes); `valid+forged`: {c} valid and {c} "
         "forged at once. Peak is `VmHWM` of the receiver process, reset before each phase "
-        "(`/proc/PID/clear_refs`); after is `VmRSS` when the phase is over.",
+        "(`/proc/PID/clear_refs`); after is `VmRSS` when the phase is over."
+        + (f" `baseline` is {args.baseline_label}, extracted with `git archive` into a folder given as "
+           "`--baseline-src`; `this` is the source tree next to this script." if args.baseline_src else ""),
         "",
         "| receiver | phase | requests | answers | wall (s) | peak RSS (MiB) | RSS after (MiB) |",
         "|---|---|---:|---|---:|---:|---:|",

@@ -425,8 +425,11 @@ def register(sub) -> None:
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store pacs-folder/\n"
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store orthanc+http://127.0.0.1:8042 \\\n"
             "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
+            "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
+            "      --trust keys/devices/ --trust keys/xray-unit-9.pub --store pacs-folder/   # rotation: each key its own passphrase\n"
             "folder store layout: STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm;\n"
-            "index and archive: STATE/index.sqlite, STATE/archive/<message id>.rsl. See docs/deploy.md."
+            "index and archive: STATE/index.sqlite, STATE/archive/<message id>.rsl; uploads being received: STATE/incoming/.\n"
+            "Limits on slow clients, memory and image size: docs/deploy.md (Limits)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
