@@ -130,7 +130,7 @@ def run(src: Path, work: Path, name: str, extra: list[str], inputs: dict) -> dic
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {"name": name, "src": str(src), "phases": phases}
+    return {"name": name, "phases": phases}
 
 
 def main() -> None:
@@ -178,8 +178,8 @@ def main() -> None:
 
     runs = []
     if args.baseline_src:
-        runs.append(run(args.baseline_src.resolve(), work, "baseline", [], inputs))
-    runs.append(run(ROOT / "src", work, "this", [], inputs))
+        runs.append({**run(args.baseline_src.resolve(), work, "baseline", [], inputs), "source": args.baseline_label})
+    runs.append({**run(ROOT / "src", work, "this", [], inputs), "source": "src/ next to this script"})
 
     command = "python benchmarks/receiver_memory.py " + " ".join(
         "<" + Path(a).name + ">" if a.startswith("/") else shlex.quote(a) for a in sys.argv[1:])
