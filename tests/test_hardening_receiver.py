@@ -387,6 +387,23 @@ def test_unexpected_failures_are_precise_refusals_never_500(make, keys, tmp_path
     assert len(lines) == 1 and lines[0].exc_info is None
 
 
+@pytest.mark.parametrize("attribute", ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"])
+def test_a_source_without_its_uids_is_stored_or_refused_with_a_reason_never_500(make, keys, attribute):
+    """The issue's case: such a DICOM used to end in a plain-text 500 (and a sender retrying for ever)."""
+    from radseal.io import read_image
+    from radseal.io.samples import sample_path
+
+    img = read_image(sample_path("RG3"))
+    source = img.source.copy()
+    del source[attribute]
+    data = seal_image(Image(img.pixels[:64, :64].copy(), bits_stored=img.bits_stored, source=source),
+                      keys[0].public_key(), keys[1], codec=BitDropCodec()).data
+    answer = make().post("/v1/messages", content=data)
+    assert answer.status_code in (200, 422), answer.text
+    if answer.status_code == 422:  # refused for good, with a reason the sender keeps
+        assert answer.json()["error"] == "unstorable" and "will not help" in answer.json()["detail"]
+
+
 def test_an_internal_fault_outside_processing_is_a_503_not_a_500(make, tmp_path):
     class BrokenKind(FolderStore):
         @property

@@ -16,18 +16,30 @@ record and stored nothing again. The derived object's UIDs are a function of
 the message id, so a message processed twice (a crash between steps 4 and 5,
 two receivers racing) still ends as one object.
 
-Errors answer ``{"error": CODE, "detail": TEXT}``:
+Before step 1 the body is received into a private temporary file, its clear
+header checked on the first 72 bytes, under time limits (:class:`Limits`).
 
-* 400 ``malformed``: not a radseal container, or a broken one;
+Errors answer ``{"error": CODE, "detail": TEXT}``; no request ends in a 500:
+
+* 400 ``malformed``: not a radseal container, or a broken one (checked as the
+  first bytes arrive);
 * 403 ``unknown_sender``: signed by a device key that is not trusted;
-* 413 ``too_large``: body over the configured limit (checked while reading);
+* 408 ``body_timeout``: the body came too slowly;
+* 413 ``too_large``: body over the configured limit (checked before reading);
 * 421 ``wrong_recipient``: sealed for another receiver key ("misdirected");
 * 422 ``not_authentic``: signature or ciphertext does not verify (tampered);
   422 rather than 401, which in HTTP asks for credentials;
+* 422 ``future_dated``: authentic, but created more than a day ahead of our clock;
+* 422 ``image_too_large``: authentic, but the image is over ``max_pixels``
+  (checked before decoding);
 * 422 ``undecodable``: authentic, but the image cannot be decoded (the sealed
   bytes stay archived for a later decode);
-* 503 ``store_unavailable`` / ``archive_unavailable``: the store is down or
-  refusing, the archive cannot be written: the sender retries later.
+* 422 ``unstorable``: authentic, but it cannot become a stored object (an
+  unexpected error that will recur for this message);
+* 503 ``store_unavailable`` / ``archive_unavailable`` / ``unavailable``: the
+  store is down or refusing, the archive or index cannot be written;
+  ``busy``: too many uploads in flight; ``internal``: a receiver fault: the
+  sender retries later.
 
 Log lines name the message id, the sender key id, sizes and the outcome,
 never patient data (names, ids, file names live only inside the sealed body).
@@ -481,7 +493,7 @@ def _classify(exc: Exception) -> Rejected:
         return Rejected(503, "unavailable", f"the receiver could not finish storing the message ({type(exc).__name__} in {where}); retry later")
     return Rejected(
         422, "unstorable",
-        f"authentic message could not be stored: {type(exc).__name__} in {where} (a permanent refusal; the receiver's log has the same line)",
+        f"authentic message could not be stored: {type(exc).__name__} in {where}; sending it again will not help",
     )
 
 
