@@ -10,7 +10,6 @@ receiver does not serve. The network tests open raw sockets against a real
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import stat
@@ -30,7 +29,6 @@ from radseal.image import Image
 from radseal.pipeline import BODY_FORMAT, seal_image
 from radseal.seal import DeviceKey, ReceiverKey, parse_header, save_private_key, save_public_key, seal
 from radseal.transport.drill import BitDropCodec, free_port
-from radseal.transport.index import ReceiptIndex
 from radseal.transport.receiver import create_app
 from radseal.transport.stores import FolderStore
 
@@ -93,12 +91,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(keyfolder):
-    """One receiver with short limits: headers within 4 s, bodies 4 s then 1 KiB/s."""
+    """One receiver with short limits: headers within 6 s, bodies 6 s then 1 KiB/s."""
     reason = codec_available()
     if reason:
         pytest.skip(reason)
     root, receiver, device = keyfolder
-    proc, port, log = start_serve(root, "main", "--header-timeout", "4", "--body-timeout", "4", "--min-rate", "1")
+    proc, port, log = start_serve(root, "main", "--header-timeout", "6", "--body-timeout", "6", "--min-rate", "1")
     yield port, log, root
     stop(proc)
 
@@ -168,10 +166,10 @@ def test_slow_and_stalled_clients_are_cut_off_and_a_valid_send_goes_through_mean
     assert answer.status_code == 200, answer.text
     assert answer.json()["message_id"] == parse_header(good).message_id
     still_open = sum(not closed_by_server(s) for s in hangers)
-    assert sent_after < 4 and still_open == 300, (sent_after, still_open)  # it went through while they all hung on
+    assert sent_after < 6 and still_open == 300, (sent_after, still_open)  # it went through while they all hung on
 
-    # Then every one of them is cut off: headers after 4 s, bodies after 4 s plus what 1 KiB/s allows.
-    deadline = started + 4 + 4 + 10
+    # Then every one of them is cut off: headers after 6 s, bodies after 6 s plus what 1 KiB/s allows.
+    deadline = started + 6 + 10
     open_ = set(range(len(hangers)))
     offset = 72
     while open_ and time.monotonic() < deadline:
@@ -191,7 +189,7 @@ def test_slow_and_stalled_clients_are_cut_off_and_a_valid_send_goes_through_mean
         s.close()
     assert not open_, f"{len(open_)} of 300 slow clients still connected after {elapsed:.0f} s"
     text = log.read_text()
-    assert "error=body_timeout" in text and "no complete request headers within 4 s" in text
+    assert "error=body_timeout" in text and "no complete request headers within 6 s" in text
     assert "Traceback" not in text
     again = httpx.post(f"http://127.0.0.1:{port}/v1/messages", content=valid_message(keyfolder, 650), timeout=30)
     assert again.status_code == 200
@@ -297,7 +295,8 @@ def test_openapi_and_docs_are_not_served_and_403_does_not_count_devices(make, ke
                       codec=BitDropCodec()).data
     answer = client.post("/v1/messages", content=data)
     assert answer.status_code == 403 and answer.json()["error"] == "unknown_sender"
-    assert "4" not in answer.json()["detail"].replace(parse_header(data).sender_key_id, "")
+    detail = answer.json()["detail"].replace(parse_header(data).sender_key_id, "")
+    assert not any(ch.isdigit() for ch in detail), detail  # nothing that counts the trusted devices
 
 
 def test_future_dated_container_is_refused_and_old_ones_accepted(make, keys, tmp_path):
