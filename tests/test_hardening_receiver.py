@@ -195,6 +195,34 @@ def test_slow_and_stalled_clients_are_cut_off_and_a_valid_send_goes_through_mean
     assert again.status_code == 200
 
 
+def test_a_slow_but_steady_upload_outlives_the_header_limit(server, keyfolder):
+    """The header deadline ends with the headers: a body still arriving after it (within the rate) is stored."""
+    port, _, _ = server
+    good = valid_message(keyfolder, 550)
+    assert len(good) > 1000
+    started = time.monotonic()
+    s = post_head(port, len(good), good[:72])
+    time.sleep(5)
+    s.sendall(good[72:-10])
+    time.sleep(max(0.0, started + 6.4 - time.monotonic()))  # past the 6 s header limit, within 6 s + 1017 B / 1 KiB/s
+    s.sendall(good[-10:])
+    s.settimeout(30)
+    reply = s.recv(65536)
+    s.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+
+
+def test_the_connection_limit_stays_below_the_open_file_limit():
+    import resource
+
+    from radseal.transport.server import connection_limit
+
+    assert connection_limit(10, 5) == 10
+    allowed = connection_limit(10**9, 256)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert 1 <= allowed < 10**9 and (soft == resource.RLIM_INFINITY or allowed + 256 < soft)
+
+
 def test_garbage_is_refused_on_its_first_bytes_and_bodies_go_to_private_files(server, keyfolder):
     port, log, root = server
     # 50 MB announced, 16 bytes of garbage sent: the answer comes at once, the rest is never read.
