@@ -461,6 +461,29 @@ def test_log_lines_never_carry_tracebacks_or_warning_text():
     assert PATIENT_NAME not in text and "UserWarning" in text and "pydicom/valuerep.py" in text and "\n" not in text
 
 
+def test_the_receivers_logging_prints_one_line_per_event():
+    """configure_logging as `radseal serve` uses it: uvicorn's traceback and a pydicom-style warning, one line each."""
+    script = f"""
+import logging, warnings
+from radseal.transport.server import configure_logging
+configure_logging()
+try:
+    raise ConnectionResetError({PATIENT_NAME!r})
+except ConnectionResetError as exc:
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application\\n", exc_info=exc)
+warnings.warn("Invalid value for VR PN: {PATIENT_NAME}", UserWarning)
+logging.getLogger("pydicom").warning("value {PATIENT_NAME} is odd")
+logging.getLogger("radseal.receiver").info("stored message=abc")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 3, out.stderr
+    assert lines[0].endswith("uvicorn.error ERROR Exception in ASGI application (ConnectionResetError)")
+    assert "py.warnings WARNING UserWarning from" in lines[1] and "text not logged" in lines[1]
+    assert lines[2].endswith("radseal.receiver INFO stored message=abc")
+    assert PATIENT_NAME not in out.stderr and "Traceback" not in out.stderr
+
+
 # --------------------------------------------------------------------------- the serve command's arguments
 
 
