@@ -156,9 +156,11 @@ def _decode(args: argparse.Namespace) -> int:
     from radseal.io import write_image
     from radseal.io.dicom import write_dicom
     from radseal.io.derived import derived_dataset
-    from radseal.pipeline import open_image
+    from radseal.pipeline import DEFAULT_MAX_PIXELS, open_image
     from radseal.seal import load_receiver_key, load_trusted
 
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be at least 1, got {args.max_pixels}")
     if args.output is not None and Path(args.output).suffix.lower() not in (".dcm", ".dicom", ".png"):
         raise UsageError(f"{args.output}: decode writes DICOM (.dcm) or PNG (.png)")
     inputs = [args.input, args.passphrase_file, *args.key, *args.trust]
@@ -169,7 +171,8 @@ def _decode(args: argparse.Namespace) -> int:
     trusted = load_trusted(args.trust)
     data = _read_container(args.input)
     try:
-        opened = open_image(data, keys, trusted, allow_insecure_paper_cipher=args.insecure_paper_cipher)
+        opened = open_image(data, keys, trusted, allow_insecure_paper_cipher=args.insecure_paper_cipher,
+                            max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_MAX_PIXELS)
     except RadsealError as exc:
         raise _with_file(exc, args.input) from None
     if args.output is not None:
@@ -328,6 +331,8 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace the output if it exists (an input is never replaced)")
     p.add_argument("--insecure-paper-cipher", action="store_true",
                    help="accept the paper's insecure suite 0xF0 (reproduction only; no confidentiality)")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images larger than N pixels (width x height) before decoding (default: 25000000)")
     p.set_defaults(func=_decode)
 
     p = sub.add_parser(

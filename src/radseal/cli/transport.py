@@ -21,6 +21,13 @@ DEFAULT_PORT = 8700
 DEFAULT_STATE = "radseal-state"
 DEFAULT_OUTBOX = "radseal-outbox"
 MAX_PASSPHRASE_BYTES = 64 << 10
+# The receiver's defaults, repeated here so that the CLI starts without importing the
+# server stack (tests/test_hardening_receiver.py checks they match the library's).
+DEFAULT_MAX_UPLOADS = 256
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_GRACE = 30.0
+DEFAULT_MIN_RATE = 8 * 1024
 
 
 class TransportUsageError(RadsealError):
@@ -41,6 +48,53 @@ def _passphrase(path: str | None) -> bytes | None:
     if not secret:
         raise TransportUsageError(f"{path}: passphrase file is empty")
     return secret
+
+
+class _PassphraseAfterKey(argparse.Action):
+    """``--passphrase-file`` for ``serve``: remembers which ``--key`` it follows (argparse reads in order)."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:
+        pairs = list(getattr(namespace, self.dest, None) or [])
+        pairs.append((len(getattr(namespace, "key", None) or []), value))
+        setattr(namespace, self.dest, pairs)
+
+
+def _key_passphrases(keys: list[str], files: list[tuple[int, str]] | None) -> list[str | None]:
+    """The passphrase file of each ``--key``: the ``--passphrase-file`` given right after it.
+
+    With a single ``--key`` the order does not matter. A passphrase file before
+    every key, or two after the same key, is a usage error; a key with no
+    passphrase file after it is loaded as an unprotected key.
+    """
+    chosen: list[str | None] = [None] * len(keys)
+    files = files or []
+    if len(keys) == 1 and len(files) == 1:
+        return [files[0][1]]
+    for after, path in files:
+        if after == 0:
+            raise TransportUsageError(
+                f"--passphrase-file {path} comes before any --key: with several keys, give each "
+                "--passphrase-file right after the --key it unlocks (--key A.key --passphrase-file A.pass --key B.key)"
+            )
+        if chosen[after - 1] is not None:
+            raise TransportUsageError(
+                f"--key {keys[after - 1]} is followed by two passphrase files ({chosen[after - 1]}, {path}); give one per key"
+            )
+        chosen[after - 1] = path
+    return chosen
+
+
+def _load_receiver_keys(paths: list[str], passphrase_files: list[tuple[int, str]] | None) -> list:
+    """Receiver keys, each with its own passphrase (or none); duplicates of one key are refused."""
+    from radseal.seal import load_receiver_key
+
+    keys = [load_receiver_key(path, _passphrase(secret)) for path, secret in zip(paths, _key_passphrases(paths, passphrase_files))]
+    seen: dict[str, str] = {}
+    for path, key in zip(paths, keys):
+        if key.key_id in seen:
+            raise TransportUsageError(f"--key {path} is the same key as --key {seen[key.key_id]}")
+        seen[key.key_id] = path
+    return keys
 
 
 def _load_codec():
@@ -107,19 +161,33 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from radseal.cli import Terminated
-    from radseal.seal import load_receiver_key, load_trusted
-    from radseal.transport.receiver import create_app, default_diagnose
+    from radseal.seal import load_trusted
+    from radseal.transport.receiver import Limits, create_app, default_diagnose
+    from radseal.transport.server import MAX_HEADER_BYTES, configure_logging, connection_limit, guarded_h11
     from radseal.transport.stores import open_store
 
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise TransportUsageError("--ssl-certfile and --ssl-keyfile go together")
     if not (math.isfinite(args.max_body) and args.max_body > 0):
         raise TransportUsageError(f"--max-body must be a positive number of MiB, got {args.max_body}")
+    for name in ("max_pixels", "max_uploads", "max_connections"):
+        if getattr(args, name) < 1:
+            raise TransportUsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    for name in ("header_timeout", "body_timeout", "min_rate"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise TransportUsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    limits = Limits(
+        max_body=int(args.max_body * 1024 * 1024),
+        max_uploads=args.max_uploads,
+        body_grace=args.body_timeout,
+        min_rate=args.min_rate * 1024,
+        max_pixels=args.max_pixels,
+    )
     state = Path(args.state)
     if state.exists() and not state.is_dir():
         raise TransportUsageError(f"{state}: --state must be a folder")
-    passphrase = _passphrase(args.passphrase_file)
-    keys = [load_receiver_key(path, passphrase) for path in args.key]
+    keys = _load_receiver_keys(args.key, args.passphrase_file)
     trusted = load_trusted(args.trust)
     if args.ssl_certfile:
         _check_tls(args.ssl_certfile, args.ssl_keyfile)
@@ -135,28 +203,31 @@ def _serve(args: argparse.Namespace) -> int:
             raise TransportUsageError(f"{state}: cannot create the state folder ({exc.strerror or exc})") from None
         codec = _load_codec()
         diagnose = default_diagnose() if args.diagnosis == "auto" else None
+        configure_logging(logging.INFO)
         app = create_app(
             keys,
             trusted,
             store,
             state / "index.sqlite",
             archive_dir=state / "archive",
-            max_body=int(args.max_body * 1024 * 1024),
             codec=codec,
             diagnose=diagnose,
+            limits=limits,
         )
     except BaseException:
         sock.close()
         new_folders.remove()
         raise
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    connections = connection_limit(args.max_connections, args.max_uploads)
     scheme = "https" if args.ssl_certfile else "http"
     print(
         f"radseal receiver on {scheme}://{args.host}:{sock.getsockname()[1]}/v1/messages\n"
         f"  keys: {', '.join(k.key_id for k in keys)}; trusted devices: {len(trusted)}\n"
         f"  store: {store!r}; index and archive: {state}/; max body {args.max_body:g} MiB; "
-        f"diagnosis: {'on' if diagnose else 'off'}",
+        f"diagnosis: {'on' if diagnose else 'off'}\n"
+        f"  limits: {connections} connections, {args.max_uploads} uploads in flight, headers within {args.header_timeout:g} s, "
+        f"body within {args.body_timeout:g} s + 1 s per {args.min_rate:g} KiB, images up to {args.max_pixels} pixels",
         flush=True,
     )
     config = uvicorn.Config(
@@ -165,6 +236,11 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
+        http=guarded_h11(args.header_timeout),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=connections,
+        timeout_keep_alive=5,
+        log_config=None,  # configure_logging's one-line handler, not uvicorn's (which prints tracebacks)
         log_level="warning",
         access_log=False,
     )
@@ -459,6 +535,8 @@ def _outbox_purge(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from radseal.pipeline import DEFAULT_MAX_PIXELS
+
     serve = sub.add_parser(
         "serve",
         help="run the receiver: accept sealed images over HTTP(S), store them as DICOM",
@@ -474,15 +552,18 @@ def register(sub) -> None:
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store pacs-folder/\n"
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store orthanc+http://127.0.0.1:8042 \\\n"
             "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
+            "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
+            "      --trust keys/devices/ --trust keys/xray-unit-9.pub --store pacs-folder/   # rotation: each key its own passphrase\n"
             "folder store layout: STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm;\n"
-            "index and archive: STATE/index.sqlite, STATE/archive/<message id>.rsl. See docs/deploy.md."
+            "index and archive: STATE/index.sqlite, STATE/archive/<message id>.rsl; uploads being received: STATE/incoming/.\n"
+            "Limits on slow clients, memory and image size: docs/deploy.md (Limits)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--key", action="append", required=True, metavar="RECEIVER.key",
                        help="receiver private key; repeat for key rotation (old and new keys)")
-    serve.add_argument("--trust", nargs="+", required=True, metavar="DIR|FILE",
-                       help="trusted device public keys: .pub files or folders of them")
+    serve.add_argument("--trust", nargs="+", action="extend", required=True, metavar="DIR|FILE",
+                       help="trusted device public keys: .pub files or folders of them (repeat as needed; all are trusted)")
     serve.add_argument("--store", required=True, metavar="DIR|orthanc+http://HOST:PORT",
                        help="where DICOM objects go: a folder, or Orthanc's REST API (orthanc+https:// and user:pass@ work too)")
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
@@ -493,7 +574,20 @@ def register(sub) -> None:
                        help="largest accepted message in MiB, enforced while reading (default: 64)")
     serve.add_argument("--ssl-certfile", metavar="PEM", help="TLS certificate chain (uvicorn's ssl_certfile)")
     serve.add_argument("--ssl-keyfile", metavar="PEM", help="TLS private key (uvicorn's ssl_keyfile)")
-    serve.add_argument("--passphrase-file", metavar="FILE", help="file holding the passphrase of the receiver key(s)")
+    serve.add_argument("--passphrase-file", action=_PassphraseAfterKey, metavar="FILE",
+                       help="file holding the passphrase of the --key given just before it (one per protected key)")
+    serve.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help=f"largest image decoded, width x height in pixels, checked before decoding (default: {DEFAULT_MAX_PIXELS})")
+    serve.add_argument("--max-uploads", type=int, default=DEFAULT_MAX_UPLOADS, metavar="N",
+                       help=f"requests in flight at once; more are answered 503 and retried (default: {DEFAULT_MAX_UPLOADS})")
+    serve.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       help=f"open connections at once, lowered to what the open-file limit allows (default: {DEFAULT_MAX_CONNECTIONS})")
+    serve.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, metavar="S",
+                       help=f"seconds a client has to send its request headers (default: {DEFAULT_HEADER_TIMEOUT:g})")
+    serve.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_GRACE, metavar="S",
+                       help=f"seconds a body may take before --min-rate applies (default: {DEFAULT_BODY_GRACE:g})")
+    serve.add_argument("--min-rate", type=float, default=DEFAULT_MIN_RATE / 1024, metavar="KIB/S",
+                       help=f"average upload rate a body must keep after --body-timeout (default: {DEFAULT_MIN_RATE / 1024:g})")
     serve.add_argument("--diagnosis", choices=("auto", "off"), default="auto",
                        help="run the pneumonia classifier on each stored image when it is available (default: auto)")
     serve.set_defaults(func=_serve)

@@ -120,14 +120,19 @@ class Parts:
         return self.header_bytes + self.ciphertext
 
 
-def split(data: bytes) -> Parts:
-    """Parse and check the framing of a container; :class:`FormatError` on any defect."""
-    data = bytes(data)
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+def parse_clear_header(head: bytes) -> Header:
+    """Parse and check the first :data:`HEADER_BYTES` bytes of a container on their own.
+
+    Everything :func:`split` checks except the total length, so that a reader
+    receiving a container piece by piece can refuse a bad one after 72 bytes
+    (the receiver does). :class:`FormatError` on any defect.
+    """
+    head = bytes(head)
+    if len(head) < len(MAGIC) or head[: len(MAGIC)] != MAGIC:
         raise FormatError("not a radseal container (bad magic; expected a .rsl file)")
-    if len(data) < HEADER_BYTES:
-        raise FormatError(f"truncated container: {len(data)} bytes, the header alone is {HEADER_BYTES}")
-    _magic, version, suite_id, flags, rid, sid, mid, created, n = _HEADER.unpack_from(data)
+    if len(head) < HEADER_BYTES:
+        raise FormatError(f"truncated container: {len(head)} bytes, the header alone is {HEADER_BYTES}")
+    _magic, version, suite_id, flags, rid, sid, mid, created, n = _HEADER.unpack_from(head)
     if version != VERSION:
         raise FormatError(f"unsupported format version {version} (this radseal reads version {VERSION})")
     suite = SUITES.get(suite_id)
@@ -140,12 +145,24 @@ def split(data: bytes) -> Parts:
         raise FormatError(f"ciphertext length {n} exceeds the limit of {MAX_CIPHERTEXT_BYTES} bytes")
     if n < suite.min_ciphertext_bytes:
         raise FormatError(f"ciphertext length {n} is shorter than suite {suite.name} allows ({suite.min_ciphertext_bytes})")
-    expected = HEADER_BYTES + n + SIGNATURE_BYTES
+    return Header(version, suite_id, rid.hex(), sid.hex(), mid.hex(), created, n)
+
+
+def container_bytes(header: Header) -> int:
+    """The total length of the container this header announces."""
+    return HEADER_BYTES + header.ciphertext_length + SIGNATURE_BYTES
+
+
+def split(data: bytes) -> Parts:
+    """Parse and check the framing of a container; :class:`FormatError` on any defect."""
+    data = bytes(data)
+    header = parse_clear_header(data[:HEADER_BYTES])
+    n = header.ciphertext_length
+    expected = container_bytes(header)
     if len(data) < expected:
         raise FormatError(f"truncated container: {len(data)} bytes, the header announces {expected}")
     if len(data) > expected:
         raise FormatError(f"{len(data) - expected} unexpected bytes after the signature")
-    header = Header(version, suite_id, rid.hex(), sid.hex(), mid.hex(), created, n)
     return Parts(header, data[:HEADER_BYTES], data[HEADER_BYTES : HEADER_BYTES + n], data[HEADER_BYTES + n :])
 
 
