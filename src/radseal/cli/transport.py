@@ -198,7 +198,9 @@ def _serve(args: argparse.Namespace) -> int:
         if hasattr(store, "check"):
             store.check()  # fail at start, not on the first image, when Orthanc is unreachable
         try:
-            (state / "archive").mkdir(parents=True, exist_ok=True)
+            from radseal.transport.files import private_mkdir
+
+            private_mkdir(state / "archive")
         except OSError as exc:
             raise TransportUsageError(f"{state}: cannot create the state folder ({exc.strerror or exc})") from None
         codec = _load_codec()
@@ -555,7 +557,7 @@ def register(sub) -> None:
             "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
             "      --trust keys/devices/ --trust keys/xray-unit-9.pub --store pacs-folder/   # rotation: each key its own passphrase\n"
             "folder store layout: STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm;\n"
-            "index and archive: STATE/index.sqlite, STATE/archive/<message id>.rsl; uploads being received: STATE/incoming/.\n"
+            "index and archive: STATE/index.sqlite, STATE/archive/<sender key id>/<message id>.rsl; uploads being received: STATE/incoming/.\n"
             "Limits on slow clients, memory and image size: docs/deploy.md (Limits)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
