@@ -38,6 +38,10 @@ def _from_state(state: dict[str, np.ndarray], model_id: str, info: dict | None) 
         from radseal.codec.subband import SubbandCodec
 
         return SubbandCodec.from_state(state, model_id, info)
+    if family == "native":
+        from radseal.codec.native import NativeCodec
+
+        return NativeCodec.from_state(state, model_id, info)
     if family == "hyperprior":
         from radseal.codec.hyperprior import HyperpriorCodec
 
@@ -83,12 +87,22 @@ class Codec:
         return 10
 
     # -- coding ----------------------------------------------------------------------------
-    def compress(self, img: Image, quality: int | None = None, bpp: float | None = None) -> bytes:
-        """Compress ``img``. Give ``quality`` (see :attr:`qualities`) or a target ``bpp``.
+    def compress(self, img: Image, quality: int | None = None, bpp: float | None = None,
+                 max_error: int | None = None) -> bytes:
+        """Compress ``img``. Give ``quality`` (see :attr:`qualities`), a target ``bpp``, or ``max_error``.
 
         With ``bpp`` the highest quality whose stream fits the target is chosen
-        (the lowest quality if none fits).
+        (the lowest quality if none fits). ``max_error=0`` is lossless;
+        ``max_error=k`` guarantees ``|decoded - stored| <= k`` on every pixel
+        (both by the native-depth coder, :mod:`radseal.codec.native`, whose
+        streams every codec decodes).
         """
+        if max_error is not None:
+            if quality is not None or bpp is not None:
+                raise CodecError("give max_error, or quality or bpp, not both")
+            from radseal.codec.native import default_native
+
+            return default_native().compress_native(img, max_error)
         if quality is not None and bpp is not None:
             raise CodecError("give quality or bpp, not both")
         if bpp is None:
@@ -151,8 +165,10 @@ class Codec:
         """Decode a stream made by :meth:`compress` into an Image at its native bit depth."""
         header, payload = bitstream.unpack(data)
         if header.model_id != self.model_id:
+            from radseal.codec.native import MODEL_ID as NATIVE_ID, default_native
+
             try:
-                other = Codec.pretrained(header.model_id)
+                other = default_native() if header.model_id == NATIVE_ID else Codec.pretrained(header.model_id)
             except UnknownModelError:
                 raise UnknownModelError(
                     f"stream was made by codec model {header.model_id!r}, which is not installed (this codec: {self.model_id!r})"
