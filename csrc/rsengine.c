@@ -244,7 +244,13 @@ static uint32_t get_int(RangeDec *d, IntModel *m, int c, int sc, int *negative, 
 /* ------------------------------------------------------------------------ */
 /* 4. the pixel coder                                                        */
 
-#define NPRED 8
+#define NPRED 9
+#define NINT 32       /* intensity classes for the noise-level prior */
+#define NLMS 9        /* inputs of the adaptive linear predictor */
+#ifndef LMS_MU
+#define LMS_MU 16     /* step size, 1/1024 */
+#endif
+#define LMS_WMAX (1 << 20)
 #define PB 3          /* predictions carry 3 fractional bits */
 #define NTEX 64       /* texture patterns for bias cancellation */
 #define NBIASACT 8    /* activity classes for bias cancellation */
@@ -267,6 +273,11 @@ static inline int32_t med3(int32_t a, int32_t b, int32_t c) {
     return c > mx ? mx : (c < mn ? mn : c);
 }
 
+/* floor(v / 2^s) without relying on the implementation-defined right shift of negatives */
+static inline int64_t floor_shift(int64_t v, int s) {
+    return v >= 0 ? (v >> s) : -(((-v) + ((int64_t)1 << s) - 1) >> s);
+}
+
 static inline int sgn3(int32_t v) { return v > 0 ? 2 : (v < 0 ? 0 : 1); }
 
 typedef struct {
@@ -278,6 +289,8 @@ typedef struct {
     uint32_t *ep;         /* per-predictor abs error, NPRED per pixel */
     int32_t bias_sum[NTEX * NBIASACT];
     int32_t bias_cnt[NTEX * NBIASACT];
+    int64_t lw[NLMS];
+    int32_t nlev[NINT]; /* running mean |error| per intensity class, 1/8 units x 16 */ /* adaptive linear predictor weights, Q16, on neighbour - N */
 } PixState;
 
 /* Optional per-pixel trace for tests: prediction (1/8 units, after bias
@@ -315,12 +328,29 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             int32_t p[NPRED];
             p[0] = N << PB;
             p[1] = W << PB;
-            p[2] = clampi((W + NE - N) << PB, 0, maxp);
+            p[2] = clampi((W + NE - N) * 8, 0, maxp);
             p[3] = med3(W, N, W + N - NW) << PB;
             p[4] = (N + W) << (PB - 1);
             p[5] = (W + NE) << (PB - 1);
-            p[6] = clampi((N << PB) + ((W - NW) << (PB - 1)), 0, maxp);
-            p[7] = clampi((W << PB) + ((N - NW) << (PB - 1)), 0, maxp);
+            p[6] = clampi(N * 8 + (W - NW) * 4, 0, maxp);
+            p[7] = clampi(W * 8 + (N - NW) * 4, 0, maxp);
+            /* adaptive linear predictor on 9 neighbours relative to N (interior pixels only) */
+            int lms_on = y >= 2 && x >= 2 && x + 2 < w;
+            int32_t ld[NLMS];
+            int64_t lsum = 0, lnorm = 0;
+            if (lms_on) {
+                ld[0] = W - N; ld[1] = NW - N; ld[2] = NE - N; ld[3] = WW - N; ld[4] = NN - N;
+                ld[5] = (int32_t)rn[x - 2] - N; ld[6] = (int32_t)rn[x + 2] - N;
+                ld[7] = (int32_t)rnn[x - 1] - N; ld[8] = (int32_t)rnn[x + 1] - N;
+                for (int j = 0; j < NLMS; j++) {
+                    lsum += st->lw[j] * ld[j];
+                    lnorm += (int64_t)ld[j] * ld[j];
+                }
+                int64_t v = (int64_t)N * 8 + floor_shift(lsum, 16 - PB);
+                p[8] = (int32_t)(v < 0 ? 0 : (v > maxp ? maxp : v));
+            } else {
+                p[8] = p[3];
+            }
             /* weights from each predictor's local errors */
             uint32_t E[NPRED], emin = 0xFFFFFFFFu;
             for (int i = 0; i < NPRED; i++) {
@@ -348,7 +378,8 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             uint32_t aerr = 2u * (uint32_t)abs(eN) + 2u * (uint32_t)abs(eW) + (uint32_t)abs(eNW) + (uint32_t)abs(eNE) +
                             (uint32_t)abs(eWW) + (uint32_t)abs(eNN);
             uint32_t grad = (uint32_t)(abs(W - NW) + abs(N - NW) + abs(NE - N)) << PB;
-            uint32_t act = (aerr + grad) / (uint32_t)step;
+            int ib = (int)(((int64_t)((P + (1 << (PB - 1))) >> PB) * NINT) / (maxval + 1));
+            uint32_t act = (aerr + grad + (uint32_t)(st->nlev[ib] >> 1)) / (uint32_t)step;
             int ctx = act_bucket(act);
             int tex = ((N << PB) > P) | (((W << PB) > P) << 1) | (((NW << PB) > P) << 2) | (((NE << PB) > P) << 3) |
                       (((NN << PB) > P) << 4) | (((WW << PB) > P) << 5);
@@ -382,6 +413,17 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             int32_t rs = r << PB;
             efr[x] = rs - Pc;
             for (int i = 0; i < NPRED; i++) epr[x * NPRED + i] = (uint32_t)abs(rs - p[i]);
+            if (lms_on) {
+                int64_t err8 = (int64_t)rs - ((int64_t)N * 8 + floor_shift(lsum, 16 - PB));
+                if (err8 > (1 << 20)) err8 = 1 << 20;
+                if (err8 < -(1 << 20)) err8 = -(1 << 20);
+                int64_t g = (err8 * LMS_MU * (1 << 19)) / (lnorm + 16);
+                for (int j = 0; j < NLMS; j++) {
+                    int64_t nw = st->lw[j] + floor_shift(g * ld[j], 16);
+                    st->lw[j] = nw > LMS_WMAX ? LMS_WMAX : (nw < -LMS_WMAX ? -LMS_WMAX : nw);
+                }
+            }
+            st->nlev[ib] += (int32_t)abs(efr[x]) - (st->nlev[ib] >> 4);
             sum += rs - P;
             cnt++;
             if (cnt >= BIAS_LIMIT) {
@@ -411,6 +453,7 @@ static int pix_init(PixState *st, int h, int w, int32_t maxval, int32_t near, In
     st->near = near;
     st->step = 2 * near + 1;
     st->model = m;
+    st->lw[0] = 1 << 15; /* start at (N + W) / 2 */
     size_t row = (size_t)w + 4;
     st->ef = (int32_t *)calloc(3 * row, sizeof(int32_t));
     st->ep = (uint32_t *)calloc(3 * row * NPRED, sizeof(uint32_t));
