@@ -377,6 +377,14 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             int32_t eWW = x > 1 ? efr[x - 2] : 0, eNN = y > 1 ? efnn[x] : 0;
             uint32_t aerr = 2u * (uint32_t)abs(eN) + 2u * (uint32_t)abs(eW) + (uint32_t)abs(eNW) + (uint32_t)abs(eNE) +
                             (uint32_t)abs(eWW) + (uint32_t)abs(eNN);
+            if (y > 0) {
+                if (x > 1) aerr += (uint32_t)abs(efn[x - 2]);
+                if (x + 2 < w) aerr += (uint32_t)abs(efn[x + 2]);
+            }
+            if (y > 1) {
+                if (x > 0) aerr += (uint32_t)abs(efnn[x - 1]);
+                if (x + 1 < w) aerr += (uint32_t)abs(efnn[x + 1]);
+            }
             uint32_t grad = (uint32_t)(abs(W - NW) + abs(N - NW) + abs(NE - N)) << PB;
             int ib = (int)(((int64_t)((P + (1 << (PB - 1))) >> PB) * NINT) / (maxval + 1));
             uint32_t act = (aerr + grad + (uint32_t)(st->nlev[ib] >> 1)) / (uint32_t)step;

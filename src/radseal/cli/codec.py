@@ -87,6 +87,10 @@ def register(sub) -> None:
     f.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument("--native", action="store_true",
+                   help="instead, learn the lossless / max-error coder's initial probabilities (DATA/train, plus the left "
+                        "halves of RG1, RG3 and of the radiographs in --native-data; --images defaults to 20)")
+    f.add_argument("--native-data", default=None, help="native-depth radiographs for --native (default: DATA/../native)")
     f.set_defaults(func=run_fit)
 
 
@@ -130,6 +134,14 @@ def run_export(args) -> int:
 
 
 def run_fit(args) -> int:
+    if args.native:
+        from radseal.codec.native_fit import fit_native
+
+        record = fit_native(data=args.data, native_dir=args.native_data, out_dir=args.out,
+                            images=20 if args.images == 60 else args.images, seed=args.seed,
+                            progress=not args.no_progress, **({"model_id": args.model_id} if args.model_id else {}))
+        print(json.dumps(record, indent=2))
+        return 0
     from radseal.codec.subband_fit import CURRENT_MODEL_ID, train_subband
 
     record = train_subband(

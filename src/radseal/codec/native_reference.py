@@ -133,6 +133,10 @@ def trace(pixels: np.ndarray, maxval: int, near: int) -> tuple[np.ndarray, np.nd
             eWW = ef[y][x - 2] if x > 1 else 0
             eNN = ef[y - 2][x] if y > 1 else 0
             aerr = 2 * abs(eN) + 2 * abs(eW) + abs(eNW) + abs(eNE) + abs(eWW) + abs(eNN)
+            if y > 0:
+                aerr += (abs(ef[y - 1][x - 2]) if x > 1 else 0) + (abs(ef[y - 1][x + 2]) if x + 2 < w else 0)
+            if y > 1:
+                aerr += (abs(ef[y - 2][x - 1]) if x > 0 else 0) + (abs(ef[y - 2][x + 1]) if x + 1 < w else 0)
             grad = (abs(W - NW) + abs(N - NW) + abs(NE - N)) * 8
             ib = (((P + 4) >> 3) * NINT) // (maxval + 1)
             act = (aerr + grad + (nlev[ib] >> 1)) // step
