@@ -244,12 +244,10 @@ static uint32_t get_int(RangeDec *d, IntModel *m, int c, int sc, int *negative, 
 /* ------------------------------------------------------------------------ */
 /* 4. the pixel coder                                                        */
 
-#define NPRED 9
+#define NPRED 8       /* fixed predictors of the blend (image borders) */
 #define NINT 32       /* intensity classes for the noise-level prior */
-#define NLMS 9        /* inputs of the adaptive linear predictor */
-#ifndef LMS_MU
-#define LMS_MU 16     /* step size, 1/1024 */
-#endif
+#define NLMS 11       /* inputs of the adaptive linear predictor (interior) */
+#define LMS_MU 8      /* its step size, 1/1024 */
 #define LMS_WMAX (1 << 20)
 #define PB 3          /* predictions carry 3 fractional bits */
 #define NTEX 64       /* texture patterns for bias cancellation */
@@ -334,7 +332,8 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             p[5] = (W + NE) << (PB - 1);
             p[6] = clampi(N * 8 + (W - NW) * 4, 0, maxp);
             p[7] = clampi(W * 8 + (N - NW) * 4, 0, maxp);
-            /* adaptive linear predictor on 9 neighbours relative to N (interior pixels only) */
+            /* interior pixels: an adaptive linear predictor (normalized LMS) on the 11 other pixels of
+             * the causal 5 x 3 window, relative to N; border pixels: the blend of the 8 fixed ones */
             int lms_on = y >= 2 && x >= 2 && x + 2 < w;
             int32_t ld[NLMS];
             int64_t lsum = 0, lnorm = 0;
@@ -342,16 +341,18 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
                 ld[0] = W - N; ld[1] = NW - N; ld[2] = NE - N; ld[3] = WW - N; ld[4] = NN - N;
                 ld[5] = (int32_t)rn[x - 2] - N; ld[6] = (int32_t)rn[x + 2] - N;
                 ld[7] = (int32_t)rnn[x - 1] - N; ld[8] = (int32_t)rnn[x + 1] - N;
+                ld[9] = (int32_t)rnn[x - 2] - N; ld[10] = (int32_t)rnn[x + 2] - N;
                 for (int j = 0; j < NLMS; j++) {
                     lsum += st->lw[j] * ld[j];
                     lnorm += (int64_t)ld[j] * ld[j];
                 }
-                int64_t v = (int64_t)N * 8 + floor_shift(lsum, 16 - PB);
-                p[8] = (int32_t)(v < 0 ? 0 : (v > maxp ? maxp : v));
-            } else {
-                p[8] = p[3];
             }
-            /* weights from each predictor's local errors */
+            int32_t P;
+            if (lms_on) {
+                int64_t v = (int64_t)N * 8 + floor_shift(lsum, 16 - PB);
+                P = (int32_t)(v < 0 ? 0 : (v > maxp ? maxp : v));
+            } else {
+            /* blend weights from each predictor's local errors */
             uint32_t E[NPRED], emin = 0xFFFFFFFFu;
             for (int i = 0; i < NPRED; i++) {
                 uint32_t s = 0;
@@ -370,7 +371,8 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
                 num += (int64_t)wi * p[i];
                 den += (int64_t)wi;
             }
-            int32_t P = (int32_t)((num + den / 2) / den); /* den >= 65536 (the best predictor) */
+            P = (int32_t)((num + den / 2) / den); /* den >= 65536 (the best predictor) */
+            }
             /* context features */
             int32_t eW = hasW ? efr[x - 1] : 0, eN = hasN ? efn[x] : 0;
             int32_t eNW = hasNW ? efn[x - 1] : 0, eNE = hasNE ? efn[x + 1] : 0;

@@ -7,20 +7,21 @@ For every pixel it gives the bias-corrected prediction (1/8 units), the
 magnitude context, the bias context and the sign context, which together
 decide every coded symbol.
 
-Edge rule: W falls back to N (or to half the range at the first pixel), N to
-W, NW/NE to N, WW to W, NN to N; errors at missing positions count as 0; the
-adaptive linear predictor runs only where its whole 5 x 3 causal window
-exists (y >= 2, 2 <= x < width - 2) and elsewhere repeats the median
-predictor.
+Prediction: where the whole causal 5 x 3 window exists (y >= 2,
+2 <= x < width - 2) an adaptive linear predictor (normalized LMS, integer
+weights) on the window's 11 other pixels relative to N; elsewhere a blend of
+eight fixed predictors weighted by their recent local errors. Edge rule for
+the blend: W falls back to N (or to half the range at the first pixel), N to
+W, NW/NE to N, WW to W, NN to N; errors at missing positions count as 0.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-NPRED = 9
-NLMS = 9
-LMS_MU = 16
+NPRED = 8
+NLMS = 11
+LMS_MU = 8
 LMS_WMAX = 1 << 20
 NINT = 32
 NTEX = 64
@@ -61,6 +62,30 @@ def act_bucket(a: int) -> int:
     return min(b, NCTX - 1)
 
 
+def _blend(p, ep, x, y, w):
+    """The border predictor: the fixed predictions weighted by their local errors."""
+    E = []
+    for i in range(NPRED):
+        s = 0
+        if y > 0:
+            s += 2 * ep[y - 1][x][i]
+        if x > 0:
+            s += 2 * ep[y][x - 1][i]
+        if y > 0 and x > 0:
+            s += ep[y - 1][x - 1][i]
+        if y > 0 and x + 1 < w:
+            s += ep[y - 1][x + 1][i]
+        E.append(s)
+    emin = min(E)
+    num = den = 0
+    for i in range(NPRED):
+        r = ((emin + 1) << 16) // (E[i] + 1)
+        wi = (r * r) >> 16
+        num += wi * p[i]
+        den += wi
+    return (num + den // 2) // den
+
+
 def trace(pixels: np.ndarray, maxval: int, near: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(prediction in 1/8 units, magnitude context, bias context, sign context) per pixel,
     for the encoder of ``pixels`` (values 0..maxval) with max error ``near``."""
@@ -95,37 +120,16 @@ def trace(pixels: np.ndarray, maxval: int, near: int) -> tuple[np.ndarray, np.nd
                 (W + NE) * 4,
                 _clamp(N * 8 + (W - NW) * 4, 0, maxp),
                 _clamp(W * 8 + (N - NW) * 4, 0, maxp),
-                0,
             ]
             lms_on = y >= 2 and x >= 2 and x + 2 < w
             if lms_on:
                 ld = [W - N, NW - N, NE - N, WW - N, NN - N, rec[y - 1][x - 2] - N, rec[y - 1][x + 2] - N,
-                      rec[y - 2][x - 1] - N, rec[y - 2][x + 1] - N]
+                      rec[y - 2][x - 1] - N, rec[y - 2][x + 1] - N, rec[y - 2][x - 2] - N, rec[y - 2][x + 2] - N]
                 lsum = sum(a * b for a, b in zip(lw, ld))
                 lnorm = sum(d * d for d in ld)
-                p[8] = _clamp(N * 8 + _floor_shift(lsum, 16 - PB), 0, maxp)
+                P = _clamp(N * 8 + _floor_shift(lsum, 16 - PB), 0, maxp)
             else:
-                p[8] = p[3]
-            E = []
-            for i in range(NPRED):
-                s = 0
-                if y > 0:
-                    s += 2 * ep[y - 1][x][i]
-                if x > 0:
-                    s += 2 * ep[y][x - 1][i]
-                if y > 0 and x > 0:
-                    s += ep[y - 1][x - 1][i]
-                if y > 0 and x + 1 < w:
-                    s += ep[y - 1][x + 1][i]
-                E.append(s)
-            emin = min(E)
-            num = den = 0
-            for i in range(NPRED):
-                r = ((emin + 1) << 16) // (E[i] + 1)
-                wi = (r * r) >> 16
-                num += wi * p[i]
-                den += wi
-            P = (num + den // 2) // den
+                P = _blend(p, ep, x, y, w)
             eW = ef[y][x - 1] if x > 0 else 0
             eN = ef[y - 1][x] if y > 0 else 0
             eNW = ef[y - 1][x - 1] if (y > 0 and x > 0) else 0
