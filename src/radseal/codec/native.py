@@ -8,8 +8,10 @@ so the decoder forms the same prediction and the error of every pixel is the
 quantization error of its own residual, at most k.
 
 The pixel loop is the compiled engine ``radseal.codec._engine`` (C; see
-``csrc/rsengine.c``): a blend of eight integer predictors weighted by their
-recent local errors, bias cancellation per texture/activity context, and
+``csrc/rsengine.c``): an adaptive linear predictor (normalized LMS with
+integer weights) on the causal 5 x 3 window (at the image borders, a blend of
+eight fixed predictors weighted by their recent local errors), bias
+cancellation per texture/activity context, and
 adaptive binary arithmetic coding of the residual under contexts of
 quantized local activity, starting from probabilities learned by
 ``radseal fit-codec --native`` (:mod:`radseal.codec.native_fit`). A
@@ -43,7 +45,7 @@ from radseal.codec.api import Codec
 from radseal.codec.errors import BitstreamError, CodecError, WeightsError
 from radseal.image import Image
 
-MODEL_ID = "rsn1-blend-ctx"
+MODEL_ID = "rsn1-nlms-ctx"
 FLAG_PACKED = 1
 MAX_ERROR_LIMIT = 65535
 

@@ -105,7 +105,7 @@ def fit_native(data=None, native_dir=None, out_dir=None, images: int = 20, seed:
     record = {
         "family": "native",
         "format_version": 1,
-        "description": "native-depth lossless / max-error coder: blend of 9 integer predictors, bias cancellation, "
+        "description": "native-depth lossless / max-error coder: normalized-LMS prediction (a blend of 8 fixed predictors at the borders), bias cancellation, "
                        "adaptive binary arithmetic coding; learned initial probabilities",
         "training": {
             "command": f"radseal fit-codec --native --images {images} --seed {seed}",
