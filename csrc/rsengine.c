@@ -12,9 +12,10 @@
  *   3. IntModel: a signed/unsigned integer coder: zero flag, sign, an
  *      Exp-Golomb-style exponent in unary and the mantissa's top two bits,
  *      each an adaptive Bit chosen by a caller-supplied context index.
- *   4. The pixel coder: a blend of eight integer predictors weighted by
- *      their recent local errors, bias cancellation per texture/activity
- *      context, and quantization of the residual with step 2k+1 against the
+ *   4. The pixel coder: a normalized-LMS adaptive linear predictor on the
+ *      causal 5 x 3 window (at the image borders, a blend of eight fixed
+ *      predictors weighted by their recent local errors), bias cancellation
+ *      per texture/activity context, and quantization of the residual with step 2k+1 against the
  *      reconstructed causal neighbours (k = 0: lossless; k >= 1: every pixel
  *      within k, by construction, as JPEG-LS NEAR does).
  *
