@@ -7,7 +7,7 @@ setup(
         Extension(
             "radseal.codec._engine",
             sources=["csrc/rsengine.c"],
-            extra_compile_args=["-O2", "-std=c99", "-fno-strict-aliasing"],
+            extra_compile_args=["-O3", "-std=c99", "-fno-strict-aliasing"],
         )
     ]
 )

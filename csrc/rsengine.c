@@ -170,6 +170,28 @@ static inline int get_bit(RangeDec *d, Bit *m) {
     return bit;
 }
 
+/* n (1..16) equiprobable bits at once, without a model ("bypass" bits). */
+static inline void put_direct(RangeEnc *e, uint32_t value, int n) {
+    e->range >>= n;
+    e->low += (uint64_t)value * e->range;
+    while (e->range < (1u << 24)) {
+        e->range <<= 8;
+        enc_shift_low(e);
+    }
+}
+
+static inline uint32_t get_direct(RangeDec *d, int n) {
+    d->range >>= n;
+    uint32_t v = d->code / d->range;
+    if (v >= (1u << n)) v = (1u << n) - 1; /* only a damaged stream gets here */
+    d->code -= v * d->range;
+    while (d->range < (1u << 24)) {
+        d->range <<= 8;
+        d->code = (d->code << 8) | dec_byte(d);
+    }
+    return v;
+}
+
 /* ------------------------------------------------------------------------ */
 /* 3. integer coder with caller-chosen contexts                              */
 
@@ -209,15 +231,16 @@ static void put_int(RangeEnc *e, IntModel *m, int c, int sc, uint32_t v, int neg
     int ex = bitlen(v) - 1;
     for (int i = 0; i < ex; i++) put_bit(e, &m->b[OFF_EXPO + c * EMAX + i], 1);
     if (ex < EMAX - 1) put_bit(e, &m->b[OFF_EXPO + c * EMAX + ex], 0);
-    int top = 0;
-    for (int j = ex - 1; j >= 0; j--) {
-        int bit = (v >> j) & 1;
-        Bit *bm;
-        if (j == ex - 1) bm = &m->b[OFF_M1 + c * EMAX + ex];
-        else if (j == ex - 2) bm = &m->b[OFF_M2 + (c * EMAX + ex) * 2 + top];
-        else bm = &m->b[OFF_MLOW + ex * EMAX + j];
-        put_bit(e, bm, bit);
-        if (j == ex - 1) top = bit;
+    if (ex >= 1) {
+        int top = (v >> (ex - 1)) & 1;
+        put_bit(e, &m->b[OFF_M1 + c * EMAX + ex], top);
+        if (ex >= 2) put_bit(e, &m->b[OFF_M2 + (c * EMAX + ex) * 2 + top], (v >> (ex - 2)) & 1);
+        /* the remaining low bits are close to equiprobable: bypass, in chunks of at most 16 */
+        for (int j = ex - 2; j > 0;) {
+            int n = j > 16 ? 16 : j;
+            j -= n;
+            put_direct(e, (v >> j) & ((1u << n) - 1), n);
+        }
     }
 }
 
@@ -229,15 +252,15 @@ static uint32_t get_int(RangeDec *d, IntModel *m, int c, int sc, int *negative, 
     int ex = 0;
     while (ex < EMAX - 1 && get_bit(d, &m->b[OFF_EXPO + c * EMAX + ex])) ex++;
     uint32_t v = 1;
-    int top = 0;
-    for (int j = ex - 1; j >= 0; j--) {
-        Bit *bm;
-        if (j == ex - 1) bm = &m->b[OFF_M1 + c * EMAX + ex];
-        else if (j == ex - 2) bm = &m->b[OFF_M2 + (c * EMAX + ex) * 2 + top];
-        else bm = &m->b[OFF_MLOW + ex * EMAX + j];
-        int bit = get_bit(d, bm);
-        if (j == ex - 1) top = bit;
-        v = (v << 1) | (uint32_t)bit;
+    if (ex >= 1) {
+        int top = get_bit(d, &m->b[OFF_M1 + c * EMAX + ex]);
+        v = (v << 1) | (uint32_t)top;
+        if (ex >= 2) v = (v << 1) | (uint32_t)get_bit(d, &m->b[OFF_M2 + (c * EMAX + ex) * 2 + top]);
+        for (int j = ex - 2; j > 0;) {
+            int n = j > 16 ? 16 : j;
+            j -= n;
+            v = (v << n) | get_direct(d, n);
+        }
     }
     return v;
 }
@@ -289,7 +312,8 @@ typedef struct {
     int32_t bias_sum[NTEX * NBIASACT];
     int32_t bias_cnt[NTEX * NBIASACT];
     int64_t lw[NLMS];
-    int32_t nlev[NINT]; /* running mean |error| per intensity class, 1/8 units x 16 */ /* adaptive linear predictor weights, Q16, on neighbour - N */
+    int32_t nlev[NINT];
+    int ishift;         /* intensity class = value >> ishift (NINT classes over 0..maxval) */ /* running mean |error| per intensity class, 1/8 units x 16 */ /* adaptive linear predictor weights, Q16, on neighbour - N */
 } PixState;
 
 /* Optional per-pixel trace for tests: prediction (1/8 units, after bias
@@ -324,7 +348,10 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             int32_t NN = y > 1 ? rnn[x] : N;
             int hasN = y > 0, hasW = x > 0, hasNW = y > 0 && x > 0, hasNE = y > 0 && x + 1 < w;
             /* sub-predictions, 1/8 units, clamped to the range */
-            int32_t p[NPRED];
+            /* the fixed predictions and their errors are needed on the borders and next to them only */
+            int need_ep = y < 2 || x <= 2 || x + 3 >= w;
+            int32_t p[NPRED] = {0};
+            if (need_ep) {
             p[0] = N << PB;
             p[1] = W << PB;
             p[2] = clampi((W + NE - N) * 8, 0, maxp);
@@ -333,10 +360,11 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             p[5] = (W + NE) << (PB - 1);
             p[6] = clampi(N * 8 + (W - NW) * 4, 0, maxp);
             p[7] = clampi(W * 8 + (N - NW) * 4, 0, maxp);
+            }
             /* interior pixels: an adaptive linear predictor (normalized LMS) on the 11 other pixels of
              * the causal 5 x 3 window, relative to N; border pixels: the blend of the 8 fixed ones */
             int lms_on = y >= 2 && x >= 2 && x + 2 < w;
-            int32_t ld[NLMS];
+            int32_t ld[NLMS] = {0};
             int64_t lsum = 0, lnorm = 0;
             if (lms_on) {
                 ld[0] = W - N; ld[1] = NW - N; ld[2] = NE - N; ld[3] = WW - N; ld[4] = NN - N;
@@ -389,8 +417,9 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
                 if (x + 1 < w) aerr += (uint32_t)abs(efnn[x + 1]);
             }
             uint32_t grad = (uint32_t)(abs(W - NW) + abs(N - NW) + abs(NE - N)) << PB;
-            int ib = (int)(((int64_t)((P + (1 << (PB - 1))) >> PB) * NINT) / (maxval + 1));
-            uint32_t act = (aerr + grad + (uint32_t)(st->nlev[ib] >> 1)) / (uint32_t)step;
+            int ib = ((P + (1 << (PB - 1))) >> PB) >> st->ishift;
+            uint32_t act = aerr + grad + (uint32_t)(st->nlev[ib] >> 1);
+            if (step > 1) act /= (uint32_t)step;
             int ctx = act_bucket(act);
             int tex = ((N << PB) > P) | (((W << PB) > P) << 1) | (((NW << PB) > P) << 2) | (((NE << PB) > P) << 3) |
                       (((NN << PB) > P) << 4) | (((WW << PB) > P) << 5);
@@ -423,7 +452,8 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             /* state updates */
             int32_t rs = r << PB;
             efr[x] = rs - Pc;
-            for (int i = 0; i < NPRED; i++) epr[x * NPRED + i] = (uint32_t)abs(rs - p[i]);
+            if (need_ep)
+                for (int i = 0; i < NPRED; i++) epr[x * NPRED + i] = (uint32_t)abs(rs - p[i]);
             if (lms_on) {
                 int64_t err8 = (int64_t)rs - ((int64_t)N * 8 + floor_shift(lsum, 16 - PB));
                 if (err8 > (1 << 20)) err8 = 1 << 20;
@@ -465,6 +495,7 @@ static int pix_init(PixState *st, int h, int w, int32_t maxval, int32_t near, In
     st->step = 2 * near + 1;
     st->model = m;
     st->lw[0] = 1 << 15; /* start at (N + W) / 2 */
+    st->ishift = bitlen((uint32_t)maxval) > 5 ? bitlen((uint32_t)maxval) - 5 : 0;
     size_t row = (size_t)w + 4;
     st->ef = (int32_t *)calloc(3 * row, sizeof(int32_t));
     st->ep = (uint32_t *)calloc(3 * row * NPRED, sizeof(uint32_t));

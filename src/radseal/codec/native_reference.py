@@ -142,7 +142,7 @@ def trace(pixels: np.ndarray, maxval: int, near: int) -> tuple[np.ndarray, np.nd
             if y > 1:
                 aerr += (abs(ef[y - 2][x - 1]) if x > 0 else 0) + (abs(ef[y - 2][x + 1]) if x + 1 < w else 0)
             grad = (abs(W - NW) + abs(N - NW) + abs(NE - N)) * 8
-            ib = (((P + 4) >> 3) * NINT) // (maxval + 1)
+            ib = ((P + 4) >> 3) >> max(maxval.bit_length() - 5, 0)
             act = (aerr + grad + (nlev[ib] >> 1)) // step
             ctx = act_bucket(act)
             tex = sum(int(v * 8 > P) << j for j, v in enumerate((N, W, NW, NE, NN, WW)))
