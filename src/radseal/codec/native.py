@@ -62,7 +62,7 @@ def engine():
 
 
 def _crc(values: np.ndarray) -> bytes:
-    return struct.pack("<I", zlib.crc32(np.ascontiguousarray(values, dtype="<u2").tobytes()) & 0xFFFFFFFF)
+    return struct.pack("<I", zlib.crc32(np.ascontiguousarray(values, dtype="<u2")) & 0xFFFFFFFF)
 
 
 def _gap_contexts(n: int) -> bytes:
@@ -108,9 +108,9 @@ class NativeCodec(Codec):
         h, w = img.shape
         if h < 1 or w < 1 or h > bitstream.MAX_SIDE or w > bitstream.MAX_SIDE or h * w > bitstream.MAX_PIXELS:
             raise CodecError(f"image size {h}x{w} is outside what the codec supports")
-        px = img.pixels.astype(np.uint16)
+        px = img.pixels
         low, high = int(px.min()), int(px.max())
-        x = (px - low).astype(np.uint16)
+        x = np.subtract(px, low, dtype=np.uint16)  # 0..high-low
         payload = self._encode_values(x, high - low, k)
         header = bitstream.Header(model_id=self.model_id, height=h, width=w, bits_stored=img.bits_stored,
                                   photometric=img.photometric, signed=bool(img.signed), quality=k, low=low, high=high)
@@ -186,10 +186,10 @@ class NativeCodec(Codec):
             x = used[x]
         if _crc(x) != crc:
             raise BitstreamError("codec stream decodes to values that fail their checksum (damaged or forged)")
-        values = x.astype(np.int64) + header.low
         dtype = np.uint8 if header.bits_stored <= 8 else np.uint16
+        values = np.add(x, header.low, dtype=np.uint16)  # header.high < 2**bits_stored: no overflow
         return Image(
-            pixels=values.astype(dtype),
+            pixels=values if dtype == np.uint16 else values.astype(dtype),
             bits_stored=header.bits_stored,
             photometric=header.photometric,
             signed=header.signed,
