@@ -240,6 +240,10 @@ def test_bad_arguments_are_refused(codec):
         Codec.pretrained().compress(img, quality=5, max_error=1)
     with pytest.raises(CodecError):
         codec.compress_native(np.zeros((4, 4)), 0)
+    with pytest.raises(CodecError):
+        codec.compress_qualities(img, [1])
+    with pytest.raises(CodecError):
+        codec.compress(img, quality=1)
 
 
 def test_truncated_and_damaged_streams_fail_cleanly(codec):

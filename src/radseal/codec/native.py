@@ -99,6 +99,9 @@ class NativeCodec(Codec):
             raise CodecError("the native-depth coder takes max_error only (0 = lossless)")
         return self.compress_native(img, 0 if max_error is None else max_error)
 
+    def compress_qualities(self, img: Image, qualities) -> dict[int, bytes]:
+        raise CodecError("the native-depth coder has no quality levels; use max_error")
+
     def compress_native(self, img: Image, max_error: int) -> bytes:
         if not isinstance(img, Image):
             raise CodecError(f"compress expects a radseal Image, got {type(img).__name__}")
