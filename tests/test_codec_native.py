@@ -458,3 +458,29 @@ def test_crc_covers_the_decoded_values(codec):
     payload[1:5] = struct.pack("<I", zlib.crc32(b"x"))
     with pytest.raises(BitstreamError):
         codec.decompress(_reseal(data, bytes(payload)))
+
+
+# -- bpp= beyond the lossy codec's top quality ---------------------------------------------------
+
+
+def test_bpp_continues_past_the_top_quality_into_bounded_error_and_lossless():
+    img = read_image(sample_path("RG1"))
+    sub = img.with_pixels(np.ascontiguousarray(img.pixels[600:728, 1200:1328]))
+    lossy = Codec.pretrained()
+    n = sub.pixels.size
+
+    def sq_err(data):
+        return float(np.sum((lossy.decompress(data).pixels.astype(np.float64) - sub.pixels) ** 2))
+
+    top = lossy.compress(sub, quality=lossy.qualities[-1])
+    low = lossy.compress(sub, bpp=0.5)
+    assert bitstream.unpack(low)[0].model_id == lossy.model_id  # below the top: the lossy ladder as before
+    more = lossy.compress(sub, bpp=8 * len(top) / n + 1.5)
+    header = bitstream.unpack(more)[0]
+    assert header.model_id == MODEL_ID and header.quality > 0  # a bounded-error stream ...
+    assert len(more) * 8 / n <= 8 * len(top) / n + 1.5  # ... that fits ...
+    assert sq_err(more) < sq_err(top)  # ... and is more faithful than the top quality
+    assert np.abs(lossy.decompress(more).pixels.astype(np.int64) - sub.pixels).max() <= header.quality
+    exact = lossy.compress(sub, bpp=16)
+    assert bitstream.unpack(exact)[0].quality == 0
+    assert np.array_equal(lossy.decompress(exact).pixels, sub.pixels)

@@ -92,7 +92,11 @@ class Codec:
         """Compress ``img``. Give ``quality`` (see :attr:`qualities`), a target ``bpp``, or ``max_error``.
 
         With ``bpp`` the highest quality whose stream fits the target is chosen
-        (the lowest quality if none fits). ``max_error=0`` is lossless;
+        (the lowest quality if none fits); when even the highest quality leaves
+        budget over, the native-depth coder's stream with the smallest maximum
+        error that fits is taken instead if it is more faithful (lower squared
+        error), up to lossless: the rate ladder does not stop at the lossy
+        family's precision. ``max_error=0`` is lossless;
         ``max_error=k`` guarantees ``|decoded - stored| <= k`` on every pixel
         (both by the native-depth coder, :mod:`radseal.codec.native`, whose
         streams every codec decodes).
@@ -116,15 +120,43 @@ class Codec:
         best = encode(lo_q)
         if len(best) > budget:
             return best
+        top = hi_q
+        best_q = lo_q
         lo_q += 1
         while lo_q <= hi_q:  # binary search: highest quality that fits
             mid = (lo_q + hi_q) // 2
             data = encode(mid)
             if len(data) <= budget:
-                best, lo_q = data, mid + 1
+                best, best_q, lo_q = data, mid, mid + 1
             else:
                 hi_q = mid - 1
+        if best_q == top:
+            return self._beyond_top_quality(img, best, budget)
         return best
+
+    def _beyond_top_quality(self, img: Image, best: bytes, budget: float) -> bytes:
+        """The native-depth stream with the smallest max error that fits ``budget``, if it is
+        more faithful than ``best`` (the top quality's stream), else ``best``."""
+        from radseal.codec.native import default_native
+
+        native = default_native()
+        lo, hi = 0, int(img.pixels.max()) - int(img.pixels.min())
+        found = None
+        while lo <= hi:  # smallest k whose stream fits
+            k = (lo + hi) // 2
+            data = native.compress_native(img, k)
+            if len(data) <= budget:
+                found, hi = data, k - 1
+            else:
+                lo = k + 1
+        if found is None:
+            return best
+        ref = img.pixels.astype(np.float64)
+
+        def sq_error(data: bytes) -> float:
+            return float(np.sum((self.decompress(data).pixels.astype(np.float64) - ref) ** 2))
+
+        return found if sq_error(found) < sq_error(best) else best
 
     def compress_qualities(self, img: Image, qualities) -> dict[int, bytes]:
         """One stream per quality, sharing the analysis transform (for sweeps)."""
