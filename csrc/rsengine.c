@@ -7,8 +7,9 @@
  *
  *   1. RangeEnc / RangeDec: a binary range coder (32-bit range, carry
  *      propagation as in LZMA), probabilities in 1/65536.
- *   2. Bit: an adaptive binary model, two estimators (fast, slow) averaged;
- *      the slow one's rate follows a use counter. Integer updates only.
+ *   2. Bit: an adaptive binary model, two estimators (rate 1/64, and a slow
+ *      one from 1/16 to 1/512 following a use counter) averaged. Integer
+ *      updates only.
  *   3. IntModel: a signed/unsigned integer coder: zero flag, sign, an
  *      Exp-Golomb-style exponent in unary and the mantissa's top two bits,
  *      each an adaptive Bit chosen by a caller-supplied context index.
@@ -120,12 +121,12 @@ static inline uint32_t bit_p(const Bit *b) {
 
 static inline void bit_update(Bit *b, int bit) {
     int rs = 4 + (b->n >> 5);
-    if (rs > 7) rs = 7;
+    if (rs > 9) rs = 9;
     if (bit) {
-        b->f -= b->f >> 4;
+        b->f -= b->f >> 6;
         b->s -= b->s >> rs;
     } else {
-        b->f += (65536 - b->f) >> 4;
+        b->f += (65536 - b->f) >> 6;
         b->s += (65536 - b->s) >> rs;
     }
     if (b->n < 0xFFFF) b->n++;
