@@ -86,6 +86,8 @@ def check_image_size(body: Any, max_pixels: int) -> tuple[int, int]:
                 f"is over the limit of {max_pixels} pixels (--max-pixels)"
             )
     return desc["columns"], desc["rows"]
+#: Image metadata key set on an opened image when its stream was lossless (0) or error-bounded (k).
+CODEC_MAX_ERROR_KEY = "codec_max_error"
 
 
 def default_codec():
@@ -166,14 +168,18 @@ def seal_image(
     codec: Any = None,
     quality: int | None = None,
     bpp: float | None = None,
+    max_error: int | None = None,
     message_id: bytes | None = None,
     insecure_paper_cipher: bool = False,
 ) -> SealedImage:
-    """Compress, pack and seal one image; ``stats`` holds sizes and step times."""
-    if quality is not None and bpp is not None:
-        raise ValueError("give quality or bpp, not both")
+    """Compress, pack and seal one image; ``stats`` holds sizes and step times.
+
+    ``max_error=0`` seals the image losslessly, ``max_error=k`` with every pixel within k."""
+    if sum(v is not None for v in (quality, bpp, max_error)) > 1:
+        raise ValueError("give one of quality, bpp or max_error")
     codec = default_codec() if codec is None else codec
-    target = {"quality": quality} if quality is not None else {"bpp": bpp} if bpp is not None else {}
+    target = ({"quality": quality} if quality is not None else {"bpp": bpp} if bpp is not None
+              else {"max_error": max_error} if max_error is not None else {})
     t0 = time.perf_counter()
     payload = bytes(codec.compress(img, **target))
     t1 = time.perf_counter()
@@ -252,6 +258,12 @@ def open_image(
             f"decoded image is {pixels.shape[1]}x{pixels.shape[0]} (width x height), "
             f"the metadata says {desc['columns']}x{desc['rows']}"
         )
+    metadata = dict(body.metadata.get("source") or {})
+    # What the decoder itself found (never what the sender wrote) says lossless or bounded error.
+    metadata.pop(CODEC_MAX_ERROR_KEY, None)
+    decoded_bound = (getattr(decoded, "metadata", None) or {}).get("max_error")
+    if isinstance(decoded_bound, int) and not isinstance(decoded_bound, bool):
+        metadata[CODEC_MAX_ERROR_KEY] = decoded_bound
     try:
         image = Image(
             pixels,
@@ -259,7 +271,7 @@ def open_image(
             photometric=desc["photometric"],
             signed=desc["signed"],
             source=dicom_header,
-            metadata=dict(body.metadata.get("source") or {}),
+            metadata=metadata,
         )
     except ValueError as exc:
         raise FormatError(f"decoded image does not match its metadata: {exc}") from None

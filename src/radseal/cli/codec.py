@@ -93,6 +93,10 @@ def register(sub) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument("--force", action="store_true", help="replace an existing model of that id in OUT")
+    f.add_argument("--native", action="store_true",
+                   help="instead, learn the lossless / max-error coder's initial probabilities (DATA/train, plus the left "
+                        "halves of RG1, RG3 and of the radiographs in --native-data; --images defaults to 20)")
+    f.add_argument("--native-data", default=None, help="native-depth radiographs for --native (default: DATA/../native)")
     f.set_defaults(func=run_fit)
 
 
@@ -150,6 +154,16 @@ def run_export(args) -> int:
 
 
 def run_fit(args) -> int:
+    if args.native:
+        from radseal.codec.native_fit import MODEL_ID as NATIVE_MODEL_ID, fit_native
+        from radseal.codec.weights import weights_dir
+
+        _check_model_files(Path(args.out) if args.out else weights_dir(), args.model_id or NATIVE_MODEL_ID, [], args.force)
+        record = fit_native(data=args.data, native_dir=args.native_data, out_dir=args.out,
+                            images=20 if args.images == 60 else args.images, seed=args.seed,
+                            progress=not args.no_progress, **({"model_id": args.model_id} if args.model_id else {}))
+        print(json.dumps(record, indent=2))
+        return 0
     from radseal.codec.subband_fit import CURRENT_MODEL_ID, train_subband
     from radseal.codec.weights import weights_dir
 

@@ -98,6 +98,13 @@ def _encode(args: argparse.Namespace) -> int:
 
     if args.quality is not None and args.bpp is not None:
         raise UsageError("give --quality or --bpp, not both")
+    max_error = 0 if args.lossless else args.max_error
+    if max_error is not None and (args.quality is not None or args.bpp is not None or args.preserve_diagnosis):
+        raise UsageError("--lossless/--max-error choose the fidelity themselves; drop --quality/--bpp/--preserve-diagnosis")
+    if args.lossless and args.max_error is not None:
+        raise UsageError("give --lossless or --max-error, not both")
+    if max_error is not None and not 0 <= max_error <= 65535:
+        raise UsageError(f"--max-error must be 0..65535 (stored pixel values), got {max_error}")
     out = Path(args.output)
     if out.suffix.lower() != ".rsl":
         raise UsageError(f"{out}: the output of encode is a sealed container; name it *.rsl")
@@ -116,7 +123,7 @@ def _encode(args: argparse.Namespace) -> int:
             "encryption (the paper's scheme gives no confidentiality); for reproduction only",
             file=sys.stderr,
         )
-    sealed = seal_image(img, recipient, signer, quality=quality, bpp=args.bpp,
+    sealed = seal_image(img, recipient, signer, quality=quality, bpp=args.bpp, max_error=max_error,
                         insecure_paper_cipher=args.insecure_paper_cipher)
     data = sealed.data
     try:
@@ -128,9 +135,16 @@ def _encode(args: argparse.Namespace) -> int:
         f"{args.input} -> {out}: {len(data)} bytes sealed ({st['payload_bytes']} payload, "
         f"{img.width}x{img.height} at {img.bits_stored} bits, {img.raw_bytes} raw bytes, ratio {img.raw_bytes / len(data):.1f}:1)"
     )
+    print(f"  mode: {_mode_text(max_error)}")
     print(f"  for receiver {recipient.key_id} ({recipient.kem}), signed by device {signer.key_id}")
     print(f"  compress {st['compress_s'] * 1e3:.0f} ms, seal {st['seal_s'] * 1e3:.1f} ms")
     return 0
+
+
+def _mode_text(max_error) -> str:
+    if max_error is None:
+        return "lossy (learned codec)"
+    return "lossless" if max_error == 0 else f"near-lossless, every pixel within {max_error} of the original"
 
 
 def _preserve_diagnosis(args: argparse.Namespace, img) -> int:
@@ -196,6 +210,7 @@ def _decode(args: argparse.Namespace) -> int:
     print(f"{args.input}: authentic, from trusted device {h.sender_key_id}, message {h.message_id}, created {_iso(h.created)}")
     dicom = "with its DICOM header" if opened.dicom_header is not None else "no DICOM header"
     print(f"  wrote {out}: {img.width}x{img.height} at {img.bits_stored} bits, {img.photometric} ({dicom})")
+    print(f"  mode: {_mode_text(img.metadata.get('codec_max_error'))}")
     return 0
 
 
@@ -289,6 +304,9 @@ def register(sub) -> None:
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
     p.add_argument("--quality", type=int, metavar="Q", help=quality_help())
     p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
+    p.add_argument("--lossless", action="store_true", help="lossless: the receiver gets exactly the stored values")
+    p.add_argument("--max-error", type=int, metavar="K",
+                   help="near-lossless: every pixel within K stored values of the original (0 = lossless)")
     p.add_argument("--preserve-diagnosis", action="store_true",
                    help="choose the lowest quality whose reconstruction keeps the pneumonia classifier's label, "
                         "keeps its probability within --prob-tolerance and stays above --psnr-floor; prints the choice and why")

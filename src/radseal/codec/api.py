@@ -38,6 +38,10 @@ def _from_state(state: dict[str, np.ndarray], model_id: str, info: dict | None) 
         from radseal.codec.subband import SubbandCodec
 
         return SubbandCodec.from_state(state, model_id, info)
+    if family == "native":
+        from radseal.codec.native import NativeCodec
+
+        return NativeCodec.from_state(state, model_id, info)
     if family == "hyperprior":
         from radseal.codec.hyperprior import HyperpriorCodec
 
@@ -83,12 +87,26 @@ class Codec:
         return 10
 
     # -- coding ----------------------------------------------------------------------------
-    def compress(self, img: Image, quality: int | None = None, bpp: float | None = None) -> bytes:
-        """Compress ``img``. Give ``quality`` (see :attr:`qualities`) or a target ``bpp``.
+    def compress(self, img: Image, quality: int | None = None, bpp: float | None = None,
+                 max_error: int | None = None) -> bytes:
+        """Compress ``img``. Give ``quality`` (see :attr:`qualities`), a target ``bpp``, or ``max_error``.
 
         With ``bpp`` the highest quality whose stream fits the target is chosen
-        (the lowest quality if none fits).
+        (the lowest quality if none fits); when even the highest quality leaves
+        budget over, the native-depth coder's stream with the smallest maximum
+        error that fits is taken instead if it is more faithful (lower squared
+        error), up to lossless: the rate ladder does not stop at the lossy
+        family's precision. ``max_error=0`` is lossless;
+        ``max_error=k`` guarantees ``|decoded - stored| <= k`` on every pixel
+        (both by the native-depth coder, :mod:`radseal.codec.native`, whose
+        streams every codec decodes).
         """
+        if max_error is not None:
+            if quality is not None or bpp is not None:
+                raise CodecError("give max_error, or quality or bpp, not both")
+            from radseal.codec.native import default_native
+
+            return default_native().compress_native(img, max_error)
         if quality is not None and bpp is not None:
             raise CodecError("give quality or bpp, not both")
         if bpp is None:
@@ -102,15 +120,43 @@ class Codec:
         best = encode(lo_q)
         if len(best) > budget:
             return best
+        top = hi_q
+        best_q = lo_q
         lo_q += 1
         while lo_q <= hi_q:  # binary search: highest quality that fits
             mid = (lo_q + hi_q) // 2
             data = encode(mid)
             if len(data) <= budget:
-                best, lo_q = data, mid + 1
+                best, best_q, lo_q = data, mid, mid + 1
             else:
                 hi_q = mid - 1
+        if best_q == top:
+            return self._beyond_top_quality(img, best, budget)
         return best
+
+    def _beyond_top_quality(self, img: Image, best: bytes, budget: float) -> bytes:
+        """The native-depth stream with the smallest max error that fits ``budget``, if it is
+        more faithful than ``best`` (the top quality's stream), else ``best``."""
+        from radseal.codec.native import default_native
+
+        native = default_native()
+        lo, hi = 0, int(img.pixels.max()) - int(img.pixels.min())
+        found = None
+        while lo <= hi:  # smallest k whose stream fits
+            k = (lo + hi) // 2
+            data = native.compress_native(img, k)
+            if len(data) <= budget:
+                found, hi = data, k - 1
+            else:
+                lo = k + 1
+        if found is None:
+            return best
+        ref = img.pixels.astype(np.float64)
+
+        def sq_error(data: bytes) -> float:
+            return float(np.sum((self.decompress(data).pixels.astype(np.float64) - ref) ** 2))
+
+        return found if sq_error(found) < sq_error(best) else best
 
     def compress_qualities(self, img: Image, qualities) -> dict[int, bytes]:
         """One stream per quality, sharing the analysis transform (for sweeps)."""
@@ -151,8 +197,10 @@ class Codec:
         """Decode a stream made by :meth:`compress` into an Image at its native bit depth."""
         header, payload = bitstream.unpack(data)
         if header.model_id != self.model_id:
+            from radseal.codec.native import MODEL_ID as NATIVE_ID, default_native
+
             try:
-                other = Codec.pretrained(header.model_id)
+                other = default_native() if header.model_id == NATIVE_ID else Codec.pretrained(header.model_id)
             except UnknownModelError:
                 raise UnknownModelError(
                     f"stream was made by codec model {header.model_id!r}, which is not installed (this codec: {self.model_id!r})"

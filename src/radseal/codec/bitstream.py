@@ -11,7 +11,7 @@ Layout (little-endian), version 1::
     +4      4     width (pixels)
     +1      1     bits stored (1..16)
     +1      1     flags: bit 0 MONOCHROME1, bit 1 signed
-    +2      2     quality level (1..)
+    +2      2     quality level (1..); for the native-depth coder the maximum error k (0 = lossless)
     +2      2     lowest stored value of the image (normalization)
     +2      2     highest stored value of the image
     +4      4     length of the entropy-coded payload in bytes

@@ -12,6 +12,12 @@ C.7.6.1 General Image module):
   Code Sequence (DCM 113040 "Lossy Compression") and a Source Image Sequence
   pointing at the original (purpose DCM 121320 "Uncompressed predecessor").
 
+A lossless stream (``max_error=0``) gives Lossy Image Compression ``00`` (or
+keeps an earlier ``01``) with no new ratio or method; a stream with a
+guaranteed maximum error gives ``01``, method ``RADSEAL_MAXERROR`` and the
+bound in the Derivation Description. Which one applies comes from the
+decoder (image metadata ``codec_max_error``), never from what a sender wrote.
+
 Patient, study and series attributes are kept, so the object files next to
 its source in a PACS. An image that came without DICOM becomes a Secondary
 Capture object carrying the same lossy-compression attributes.
@@ -38,6 +44,12 @@ from radseal.io.dicom import SECONDARY_CAPTURE_SOP_CLASS, secondary_capture, set
 # JPEG-LS, JPEG 2000, ...); this one is ours and the Derivation Description
 # says what it means.
 LOSSY_METHOD = "RADSEAL_LEARNED"
+# The native-depth coder with a guaranteed maximum error (near-lossless); the bound is in
+# the Derivation Description.
+NEAR_LOSSLESS_METHOD = "RADSEAL_MAXERROR"
+#: Set on an opened image by the pipeline when the decoder found a lossless (0) or
+#: error-bounded (k) stream; see radseal.pipeline.CODEC_MAX_ERROR_KEY.
+MAX_ERROR_KEY = "codec_max_error"
 _UID_NAMESPACE = uuid.UUID("6f1d3c1e-5a0b-4c7e-9a57-72616473656c")  # fixed, radseal's own
 
 _PIXEL_DATA_TAG = 0x7FE00010
@@ -214,12 +226,37 @@ def derived_dataset(
     ds.ContentDate = ds.InstanceCreationDate
     ds.ContentTime = ds.InstanceCreationTime
 
+    bound = img.metadata.get(MAX_ERROR_KEY) if isinstance(img.metadata, dict) else None
+    if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
+        bound = None
+    size_text = f"ratio {format_ratio(ratio)}:1 ({payload_bytes} bytes for {uncompressed_bytes(img)})"
+    if bound == 0:
+        # Lossless: "00" unless an earlier step was lossy ("01" is never reset; its values stay).
+        if source is not None and str(source.get("LossyImageCompression", "")).strip() == "01":
+            ds.LossyImageCompression = "01"  # the copied header keeps the earlier ratios and methods
+        else:
+            ds.LossyImageCompression = "00"
+            for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+                if keyword in ds:
+                    delattr(ds, keyword)
+        ds.DerivationDescription = (
+            f"Lossless compression by radseal {software_version}, native-depth coder {model_id}, {size_text}"
+        )[:1024]
+        if "DerivationCodeSequence" in ds:
+            del ds.DerivationCodeSequence
+        return ds
     ds.LossyImageCompression = "01"
     ds.LossyImageCompressionRatio = [*earlier_ratios, format_ratio(ratio)]
-    ds.LossyImageCompressionMethod = [*earlier_methods, LOSSY_METHOD]
-    ds.DerivationDescription = (
-        f"Lossy compression by radseal {software_version}, learned codec {model_id}, "
-        f"ratio {format_ratio(ratio)}:1 ({payload_bytes} bytes for {uncompressed_bytes(img)})"
-    )[:1024]
+    if bound is not None:
+        ds.LossyImageCompressionMethod = [*earlier_methods, NEAR_LOSSLESS_METHOD]
+        ds.DerivationDescription = (
+            f"Near-lossless compression by radseal {software_version}, native-depth coder {model_id}, "
+            f"maximum absolute error {bound} (stored pixel values), {size_text}"
+        )[:1024]
+    else:
+        ds.LossyImageCompressionMethod = [*earlier_methods, LOSSY_METHOD]
+        ds.DerivationDescription = (
+            f"Lossy compression by radseal {software_version}, learned codec {model_id}, {size_text}"
+        )[:1024]
     ds.DerivationCodeSequence = [_code("113040", "Lossy Compression")]
     return ds

@@ -1,0 +1,857 @@
+/*
+ * radseal.codec._engine: integer-only adaptive binary arithmetic coding with
+ * context modelling, and the native-depth pixel coder built on it.
+ *
+ * Layers (each usable on its own, so that other integer sources - e.g. the
+ * quantized wavelet coefficients of the lossy codec - can share the coder):
+ *
+ *   1. RangeEnc / RangeDec: a binary range coder (32-bit range, carry
+ *      propagation as in LZMA), probabilities in 1/65536.
+ *   2. Bit: an adaptive binary model, two estimators (rate 1/64, and a slow
+ *      one from 1/16 to 1/512 following a use counter) averaged. Integer
+ *      updates only.
+ *   3. IntModel: a signed/unsigned integer coder: zero flag, sign, an
+ *      Exp-Golomb-style exponent in unary and the mantissa's top two bits,
+ *      each an adaptive Bit chosen by a caller-supplied context index.
+ *   4. The pixel coder: a normalized-LMS adaptive linear predictor on the
+ *      causal 5 x 3 window (at the image borders, a blend of eight fixed
+ *      predictors weighted by their recent local errors), bias cancellation
+ *      per texture/activity context, and quantization of the residual with step 2k+1 against the
+ *      reconstructed causal neighbours (k = 0: lossless; k >= 1: every pixel
+ *      within k, by construction, as JPEG-LS NEAR does).
+ *
+ * Everything that decides a decoded symbol is integer arithmetic, so every
+ * compiler and machine decodes the same symbols. The decoder bounds-checks
+ * every byte it reads and every value it builds; a damaged stream decodes to
+ * some image or fails with an error, never reads or writes out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* 1. range coder                                                            */
+
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+    uint64_t low;
+    uint32_t range;
+    uint8_t cache;
+    uint64_t cache_size;
+    int oom;
+} RangeEnc;
+
+typedef struct {
+    const uint8_t *buf;
+    size_t len, pos;
+    uint32_t range, code;
+    size_t overrun; /* bytes requested past the end */
+} RangeDec;
+
+static void enc_put(RangeEnc *e, uint8_t b) {
+    if (e->len == e->cap) {
+        size_t ncap = e->cap ? e->cap * 2 : 4096;
+        uint8_t *nb = (uint8_t *)realloc(e->buf, ncap);
+        if (!nb) { e->oom = 1; return; }
+        e->buf = nb;
+        e->cap = ncap;
+    }
+    e->buf[e->len++] = b;
+}
+
+static void enc_shift_low(RangeEnc *e) {
+    if ((uint32_t)e->low < 0xFF000000u || (e->low >> 32) != 0) {
+        uint8_t carry = (uint8_t)(e->low >> 32);
+        uint8_t temp = e->cache;
+        do {
+            enc_put(e, (uint8_t)(temp + carry));
+            temp = 0xFF;
+        } while (--e->cache_size != 0);
+        e->cache = (uint8_t)(e->low >> 24);
+    }
+    e->cache_size++;
+    e->low = (e->low & 0x00FFFFFFu) << 8;
+}
+
+static void enc_init(RangeEnc *e) {
+    memset(e, 0, sizeof(*e));
+    e->range = 0xFFFFFFFFu;
+    e->cache_size = 1;
+}
+
+static void enc_flush(RangeEnc *e) {
+    for (int i = 0; i < 5; i++) enc_shift_low(e);
+}
+
+static inline uint8_t dec_byte(RangeDec *d) {
+    if (d->pos < d->len) return d->buf[d->pos++];
+    d->overrun++;
+    return 0;
+}
+
+static void dec_init(RangeDec *d, const uint8_t *buf, size_t len) {
+    d->buf = buf;
+    d->len = len;
+    d->pos = 0;
+    d->overrun = 0;
+    d->range = 0xFFFFFFFFu;
+    d->code = 0;
+    for (int i = 0; i < 5; i++) d->code = (d->code << 8) | dec_byte(d);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. adaptive bit model                                                     */
+
+#define PROB_BITS 16
+#define PROB_MIN 48
+#define PROB_MAX (65536 - 48)
+
+typedef struct {
+    uint16_t f, s; /* P(bit = 0) in 1/65536, fast and slow estimators */
+    uint16_t n;    /* uses, saturating */
+} Bit;
+
+static inline uint32_t bit_p(const Bit *b) {
+    uint32_t p = ((uint32_t)b->f + b->s + 1) >> 1;
+    return p < PROB_MIN ? PROB_MIN : (p > PROB_MAX ? PROB_MAX : p);
+}
+
+static inline void bit_update(Bit *b, int bit) {
+    int rs = 4 + (b->n >> 5);
+    if (rs > 9) rs = 9;
+    if (bit) {
+        b->f -= b->f >> 6;
+        b->s -= b->s >> rs;
+    } else {
+        b->f += (65536 - b->f) >> 6;
+        b->s += (65536 - b->s) >> rs;
+    }
+    if (b->n < 0xFFFF) b->n++;
+}
+
+static void bit_init(Bit *b, uint16_t p) {
+    b->f = b->s = p;
+    b->n = 0;
+}
+
+static inline void put_bit(RangeEnc *e, Bit *m, int bit) {
+    uint32_t bound = (e->range >> PROB_BITS) * bit_p(m);
+    if (!bit) {
+        e->range = bound;
+    } else {
+        e->low += bound;
+        e->range -= bound;
+    }
+    while (e->range < (1u << 24)) {
+        e->range <<= 8;
+        enc_shift_low(e);
+    }
+    bit_update(m, bit);
+}
+
+static inline int get_bit(RangeDec *d, Bit *m) {
+    uint32_t bound = (d->range >> PROB_BITS) * bit_p(m);
+    int bit;
+    if (d->code < bound) {
+        d->range = bound;
+        bit = 0;
+    } else {
+        d->code -= bound;
+        d->range -= bound;
+        bit = 1;
+    }
+    while (d->range < (1u << 24)) {
+        d->range <<= 8;
+        d->code = (d->code << 8) | dec_byte(d);
+    }
+    bit_update(m, bit);
+    return bit;
+}
+
+/* n (1..16) equiprobable bits at once, without a model ("bypass" bits). */
+static inline void put_direct(RangeEnc *e, uint32_t value, int n) {
+    e->range >>= n;
+    e->low += (uint64_t)value * e->range;
+    while (e->range < (1u << 24)) {
+        e->range <<= 8;
+        enc_shift_low(e);
+    }
+}
+
+static inline uint32_t get_direct(RangeDec *d, int n) {
+    d->range >>= n;
+    uint32_t v = d->code / d->range;
+    if (v >= (1u << n)) v = (1u << n) - 1; /* only a damaged stream gets here */
+    d->code -= v * d->range;
+    while (d->range < (1u << 24)) {
+        d->range <<= 8;
+        d->code = (d->code << 8) | dec_byte(d);
+    }
+    return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. integer coder with caller-chosen contexts                              */
+
+#define EMAX 24      /* magnitudes below 2^24 */
+#define NCTX 48      /* magnitude contexts */
+#define NSIGN 27     /* sign contexts */
+
+/* Flat layout of every Bit of one IntModel (the order is part of the format:
+ * learned initial tables are stored in this order). */
+#define OFF_ZERO 0
+#define OFF_SIGN (OFF_ZERO + NCTX)
+#define OFF_EXPO (OFF_SIGN + NSIGN)
+#define OFF_M1 (OFF_EXPO + NCTX * EMAX)
+#define OFF_M2 (OFF_M1 + NCTX * EMAX)
+#define OFF_MLOW (OFF_M2 + NCTX * EMAX * 2)
+#define NBITS (OFF_MLOW + EMAX * EMAX)
+
+typedef struct {
+    Bit b[NBITS];
+} IntModel;
+
+static void model_init(IntModel *m, const uint16_t *init) {
+    for (int i = 0; i < NBITS; i++) bit_init(&m->b[i], init ? init[i] : 32768);
+}
+
+static inline int bitlen(uint32_t v) {
+    return v ? 32 - __builtin_clz(v) : 0;
+}
+
+/* Magnitude v >= 0 under context c; sign s (0 = positive) coded under sign
+ * context sc unless sign_mode says it is implied (1: only >= 0 possible,
+ * 2: only <= 0 possible, 0: code it). */
+static void put_int(RangeEnc *e, IntModel *m, int c, int sc, uint32_t v, int negative, int sign_mode) {
+    put_bit(e, &m->b[OFF_ZERO + c], v != 0);
+    if (!v) return;
+    if (sign_mode == 0) put_bit(e, &m->b[OFF_SIGN + sc], negative);
+    int ex = bitlen(v) - 1;
+    for (int i = 0; i < ex; i++) put_bit(e, &m->b[OFF_EXPO + c * EMAX + i], 1);
+    if (ex < EMAX - 1) put_bit(e, &m->b[OFF_EXPO + c * EMAX + ex], 0);
+    if (ex >= 1) {
+        int top = (v >> (ex - 1)) & 1;
+        put_bit(e, &m->b[OFF_M1 + c * EMAX + ex], top);
+        if (ex >= 2) put_bit(e, &m->b[OFF_M2 + (c * EMAX + ex) * 2 + top], (v >> (ex - 2)) & 1);
+        /* the remaining low bits are close to equiprobable: bypass, in chunks of at most 16 */
+        for (int j = ex - 2; j > 0;) {
+            int n = j > 16 ? 16 : j;
+            j -= n;
+            put_direct(e, (v >> j) & ((1u << n) - 1), n);
+        }
+    }
+}
+
+static uint32_t get_int(RangeDec *d, IntModel *m, int c, int sc, int *negative, int sign_mode) {
+    *negative = 0;
+    if (!get_bit(d, &m->b[OFF_ZERO + c])) return 0;
+    if (sign_mode == 0) *negative = get_bit(d, &m->b[OFF_SIGN + sc]);
+    else *negative = (sign_mode == 2);
+    int ex = 0;
+    while (ex < EMAX - 1 && get_bit(d, &m->b[OFF_EXPO + c * EMAX + ex])) ex++;
+    uint32_t v = 1;
+    if (ex >= 1) {
+        int top = get_bit(d, &m->b[OFF_M1 + c * EMAX + ex]);
+        v = (v << 1) | (uint32_t)top;
+        if (ex >= 2) v = (v << 1) | (uint32_t)get_bit(d, &m->b[OFF_M2 + (c * EMAX + ex) * 2 + top]);
+        for (int j = ex - 2; j > 0;) {
+            int n = j > 16 ? 16 : j;
+            j -= n;
+            v = (v << n) | get_direct(d, n);
+        }
+    }
+    return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. the pixel coder                                                        */
+
+#define NPRED 8       /* fixed predictors of the blend (image borders) */
+#define NINT 32       /* intensity classes for the noise-level prior */
+#define NLMS 11       /* inputs of the adaptive linear predictor (interior) */
+#define LMS_MU 8      /* its step size, 1/1024 */
+#define LMS_WMAX (1 << 20)
+#define PB 3          /* predictions carry 3 fractional bits */
+#define NTEX 64       /* texture patterns for bias cancellation */
+#define NBIASACT 8    /* activity classes for bias cancellation */
+#define BIAS_LIMIT 64 /* halve a bias context's sums at this count */
+
+/* Activity (in 1/8 steps) -> magnitude context: two buckets per octave. */
+static inline int act_bucket(uint32_t a) {
+    if (a == 0) return 0;
+    int L = bitlen(a);
+    int b = (L == 1) ? 1 : 2 * L - 2 + (int)((a >> (L - 2)) & 1);
+    return b >= NCTX ? NCTX - 1 : b;
+}
+
+static inline int32_t clampi(int32_t v, int32_t lo, int32_t hi) {
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+static inline int32_t med3(int32_t a, int32_t b, int32_t c) {
+    int32_t mx = a > b ? a : b, mn = a < b ? a : b;
+    return c > mx ? mx : (c < mn ? mn : c);
+}
+
+/* floor(v / 2^s) without relying on the implementation-defined right shift of negatives */
+static inline int64_t floor_shift(int64_t v, int s) {
+    return v >= 0 ? (v >> s) : -(((-v) + ((int64_t)1 << s) - 1) >> s);
+}
+
+static inline int sgn3(int32_t v) { return v > 0 ? 2 : (v < 0 ? 0 : 1); }
+
+typedef struct {
+    int h, w;
+    int32_t maxval, near, step;
+    IntModel *model;
+    /* rows of state, 3 rows (y-2, y-1, y) of width w + 4 (2 pad each side) */
+    int32_t *ef;          /* signed final error, 1/8 units */
+    uint32_t *ep;         /* per-predictor abs error, NPRED per pixel */
+    int32_t bias_sum[NTEX * NBIASACT];
+    int32_t bias_cnt[NTEX * NBIASACT];
+    int64_t lw[NLMS];
+    int32_t nlev[NINT];
+    int ishift;         /* intensity class = value >> ishift (NINT classes over 0..maxval) */ /* running mean |error| per intensity class, 1/8 units x 16 */ /* adaptive linear predictor weights, Q16, on neighbour - N */
+} PixState;
+
+/* Optional per-pixel trace for tests: prediction (1/8 units, after bias
+ * cancellation), magnitude context, bias context, sign context. */
+typedef struct {
+    int32_t *pred, *ctx, *bctx, *sctx;
+} Trace;
+
+#define ROW(y) ((size_t)((y) % 3) * (size_t)(st->w + 4) + 2)
+
+/* The coding loop, shared by encoder (enc != NULL, px read) and decoder
+ * (dec != NULL, px written). px holds values 0..maxval; reconstructed values
+ * replace originals in rec (the causal neighbourhood both sides see). */
+static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t *px, uint16_t *rec, Trace *tr) {
+    const int h = st->h, w = st->w;
+    const int32_t maxval = st->maxval, near = st->near, step = st->step;
+    const int32_t maxp = maxval << PB;
+    const int32_t mid = (maxval + 1) >> 1;
+    for (int y = 0; y < h; y++) {
+        int32_t *efr = st->ef + ROW(y), *efn = st->ef + ROW(y + 2), *efnn = st->ef + ROW(y + 1);
+        uint32_t *epr = st->ep + ROW(y) * NPRED, *epn = st->ep + ROW(y + 2) * NPRED;
+        const uint16_t *rn = y > 0 ? rec + (size_t)(y - 1) * w : NULL;
+        const uint16_t *rnn = y > 1 ? rec + (size_t)(y - 2) * w : NULL;
+        uint16_t *rr = rec + (size_t)y * w;
+        for (int x = 0; x < w; x++) {
+            /* neighbours (edge rule documented in native_reference.py) */
+            int32_t W = x > 0 ? rr[x - 1] : (y > 0 ? rn[x] : mid);
+            int32_t N = y > 0 ? rn[x] : W;
+            int32_t NW = (y > 0 && x > 0) ? rn[x - 1] : N;
+            int32_t NE = (y > 0 && x + 1 < w) ? rn[x + 1] : N;
+            int32_t WW = x > 1 ? rr[x - 2] : W;
+            int32_t NN = y > 1 ? rnn[x] : N;
+            int hasN = y > 0, hasW = x > 0, hasNW = y > 0 && x > 0, hasNE = y > 0 && x + 1 < w;
+            /* sub-predictions, 1/8 units, clamped to the range */
+            /* the fixed predictions and their errors are needed on the borders and next to them only */
+            int need_ep = y < 2 || x <= 2 || x + 3 >= w;
+            int32_t p[NPRED] = {0};
+            if (need_ep) {
+            p[0] = N << PB;
+            p[1] = W << PB;
+            p[2] = clampi((W + NE - N) * 8, 0, maxp);
+            p[3] = med3(W, N, W + N - NW) << PB;
+            p[4] = (N + W) << (PB - 1);
+            p[5] = (W + NE) << (PB - 1);
+            p[6] = clampi(N * 8 + (W - NW) * 4, 0, maxp);
+            p[7] = clampi(W * 8 + (N - NW) * 4, 0, maxp);
+            }
+            /* interior pixels: an adaptive linear predictor (normalized LMS) on the 11 other pixels of
+             * the causal 5 x 3 window, relative to N; border pixels: the blend of the 8 fixed ones */
+            int lms_on = y >= 2 && x >= 2 && x + 2 < w;
+            int32_t ld[NLMS] = {0};
+            int64_t lsum = 0, lnorm = 0;
+            if (lms_on) {
+                ld[0] = W - N; ld[1] = NW - N; ld[2] = NE - N; ld[3] = WW - N; ld[4] = NN - N;
+                ld[5] = (int32_t)rn[x - 2] - N; ld[6] = (int32_t)rn[x + 2] - N;
+                ld[7] = (int32_t)rnn[x - 1] - N; ld[8] = (int32_t)rnn[x + 1] - N;
+                ld[9] = (int32_t)rnn[x - 2] - N; ld[10] = (int32_t)rnn[x + 2] - N;
+                for (int j = 0; j < NLMS; j++) {
+                    lsum += st->lw[j] * ld[j];
+                    lnorm += (int64_t)ld[j] * ld[j];
+                }
+            }
+            int32_t P;
+            if (lms_on) {
+                int64_t v = (int64_t)N * 8 + floor_shift(lsum, 16 - PB);
+                P = (int32_t)(v < 0 ? 0 : (v > maxp ? maxp : v));
+            } else {
+            /* blend weights from each predictor's local errors */
+            uint32_t E[NPRED], emin = 0xFFFFFFFFu;
+            for (int i = 0; i < NPRED; i++) {
+                uint32_t s = 0;
+                if (hasN) s += 2 * epn[x * NPRED + i];
+                if (hasW) s += 2 * epr[(x - 1) * NPRED + i];
+                if (hasNW) s += epn[(x - 1) * NPRED + i];
+                if (hasNE) s += epn[(x + 1) * NPRED + i];
+                E[i] = s;
+                if (s < emin) emin = s;
+            }
+            int64_t num = 0, den = 0;
+            for (int i = 0; i < NPRED; i++) {
+                /* w = (emin+1)/(E+1) in 1/65536, then squared */
+                uint64_t r = ((uint64_t)(emin + 1) << 16) / ((uint64_t)E[i] + 1);
+                uint64_t wi = (r * r) >> 16;
+                num += (int64_t)wi * p[i];
+                den += (int64_t)wi;
+            }
+            P = (int32_t)((num + den / 2) / den); /* den >= 65536 (the best predictor) */
+            }
+            /* context features */
+            int32_t eW = hasW ? efr[x - 1] : 0, eN = hasN ? efn[x] : 0;
+            int32_t eNW = hasNW ? efn[x - 1] : 0, eNE = hasNE ? efn[x + 1] : 0;
+            int32_t eWW = x > 1 ? efr[x - 2] : 0, eNN = y > 1 ? efnn[x] : 0;
+            uint32_t aerr = 2u * (uint32_t)abs(eN) + 2u * (uint32_t)abs(eW) + (uint32_t)abs(eNW) + (uint32_t)abs(eNE) +
+                            (uint32_t)abs(eWW) + (uint32_t)abs(eNN);
+            if (y > 0) {
+                if (x > 1) aerr += (uint32_t)abs(efn[x - 2]);
+                if (x + 2 < w) aerr += (uint32_t)abs(efn[x + 2]);
+            }
+            if (y > 1) {
+                if (x > 0) aerr += (uint32_t)abs(efnn[x - 1]);
+                if (x + 1 < w) aerr += (uint32_t)abs(efnn[x + 1]);
+            }
+            uint32_t grad = (uint32_t)(abs(W - NW) + abs(N - NW) + abs(NE - N)) << PB;
+            int ib = ((P + (1 << (PB - 1))) >> PB) >> st->ishift;
+            uint32_t act = aerr + grad + (uint32_t)(st->nlev[ib] >> 1);
+            if (step > 1) act /= (uint32_t)step;
+            int ctx = act_bucket(act);
+            int tex = ((N << PB) > P) | (((W << PB) > P) << 1) | (((NW << PB) > P) << 2) | (((NE << PB) > P) << 3) |
+                      (((NN << PB) > P) << 4) | (((WW << PB) > P) << 5);
+            int ba = ctx >> 2;
+            if (ba >= NBIASACT) ba = NBIASACT - 1;
+            int bctx = tex * NBIASACT + ba;
+            int32_t cnt = st->bias_cnt[bctx], sum = st->bias_sum[bctx];
+            int32_t corr = 0;
+            if (cnt > 0) corr = sum >= 0 ? (sum + cnt / 2) / cnt : -((-sum + cnt / 2) / cnt);
+            int32_t Pc = clampi(P + corr, 0, maxp);
+            int32_t pred = (Pc + (1 << (PB - 1))) >> PB;
+            int sctx = sgn3(eW) * 9 + sgn3(eN) * 3 + sgn3(eNW);
+            /* residual, quantized against the prediction */
+            int32_t qmin = -((pred + near) / step), qmax = (maxval - pred + near) / step;
+            int sign_mode = qmin == 0 ? 1 : (qmax == 0 ? 2 : 0);
+            int32_t q;
+            if (enc) {
+                int32_t e = (int32_t)px[(size_t)y * w + x] - pred;
+                q = e >= 0 ? (e + near) / step : -((-e + near) / step);
+                put_int(enc, st->model, ctx, sctx, (uint32_t)abs(q), q < 0, sign_mode);
+            } else {
+                int neg;
+                uint32_t v = get_int(dec, st->model, ctx, sctx, &neg, sign_mode);
+                uint32_t vmax = (uint32_t)(maxval / step) + 1;
+                if (v > vmax) v = vmax; /* a damaged stream: keep q * step far from overflow */
+                q = neg ? -(int32_t)v : (int32_t)v;
+            }
+            int32_t r = clampi(pred + q * step, 0, maxval);
+            rr[x] = (uint16_t)r;
+            /* state updates */
+            int32_t rs = r << PB;
+            efr[x] = rs - Pc;
+            if (need_ep)
+                for (int i = 0; i < NPRED; i++) epr[x * NPRED + i] = (uint32_t)abs(rs - p[i]);
+            if (lms_on) {
+                int64_t err8 = (int64_t)rs - ((int64_t)N * 8 + floor_shift(lsum, 16 - PB));
+                if (err8 > (1 << 20)) err8 = 1 << 20;
+                if (err8 < -(1 << 20)) err8 = -(1 << 20);
+                int64_t g = (err8 * LMS_MU * (1 << 19)) / (lnorm + 16);
+                for (int j = 0; j < NLMS; j++) {
+                    int64_t nw = st->lw[j] + floor_shift(g * ld[j], 16);
+                    st->lw[j] = nw > LMS_WMAX ? LMS_WMAX : (nw < -LMS_WMAX ? -LMS_WMAX : nw);
+                }
+            }
+            st->nlev[ib] += (int32_t)abs(efr[x]) - (st->nlev[ib] >> 4);
+            sum += rs - P;
+            cnt++;
+            if (cnt >= BIAS_LIMIT) {
+                sum = sum >= 0 ? sum / 2 : -((-sum) / 2);
+                cnt /= 2;
+            }
+            st->bias_sum[bctx] = sum;
+            st->bias_cnt[bctx] = cnt;
+            if (tr) {
+                size_t k = (size_t)y * w + x;
+                tr->pred[k] = Pc;
+                tr->ctx[k] = ctx;
+                tr->bctx[k] = bctx;
+                tr->sctx[k] = sctx;
+            }
+        }
+        if (enc && enc->oom) return -1;
+    }
+    return 0;
+}
+
+static int pix_init(PixState *st, int h, int w, int32_t maxval, int32_t near, IntModel *m) {
+    memset(st, 0, sizeof(*st));
+    st->h = h;
+    st->w = w;
+    st->maxval = maxval;
+    st->near = near;
+    st->step = 2 * near + 1;
+    st->model = m;
+    st->lw[0] = 1 << 15; /* start at (N + W) / 2 */
+    st->ishift = bitlen((uint32_t)maxval) > 5 ? bitlen((uint32_t)maxval) - 5 : 0;
+    size_t row = (size_t)w + 4;
+    st->ef = (int32_t *)calloc(3 * row, sizeof(int32_t));
+    st->ep = (uint32_t *)calloc(3 * row * NPRED, sizeof(uint32_t));
+    if (!st->ef || !st->ep) {
+        free(st->ef);
+        free(st->ep);
+        return -1;
+    }
+    return 0;
+}
+
+static void pix_free(PixState *st) {
+    free(st->ef);
+    free(st->ep);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Python bindings (buffer protocol only: no numpy C API)                    */
+
+#define MAX_PIXELS (1LL << 26)
+
+static int parse_geometry(int h, int w, long maxval, long near) {
+    if (h < 1 || w < 1 || h > 65536 || w > 65536 || (long long)h * w > MAX_PIXELS) {
+        PyErr_SetString(PyExc_ValueError, "image size outside what the engine supports");
+        return -1;
+    }
+    if (maxval < 0 || maxval > 65535) {
+        PyErr_SetString(PyExc_ValueError, "maxval must be 0..65535");
+        return -1;
+    }
+    if (near < 0 || near > 65535) {
+        PyErr_SetString(PyExc_ValueError, "near must be 0..65535");
+        return -1;
+    }
+    return 0;
+}
+
+static int load_init(Py_buffer *ib, const uint16_t **init) {
+    *init = NULL;
+    if (!ib->buf || ib->len == 0) return 0;
+    if (ib->len != (Py_ssize_t)(NBITS * sizeof(uint16_t))) {
+        PyErr_Format(PyExc_ValueError, "initial table must hold %d uint16 values", NBITS);
+        return -1;
+    }
+    const uint16_t *t = (const uint16_t *)ib->buf;
+    for (int i = 0; i < NBITS; i++) {
+        if (t[i] < PROB_MIN || t[i] > PROB_MAX) {
+            PyErr_SetString(PyExc_ValueError, "initial table holds a probability outside the coder's range");
+            return -1;
+        }
+    }
+    *init = t;
+    return 0;
+}
+
+/* encode(pixels: bytes-like uint16 (h*w), h, w, maxval, near, init: bytes-like (may be empty),
+ *        want_state: bool) -> bytes or (bytes, bytes of final probabilities, bytes of use counts) */
+static PyObject *py_encode(PyObject *self, PyObject *args) {
+    Py_buffer pb, ib;
+    int h, w, want_state = 0, want_recon = 0;
+    long maxval, near;
+    if (!PyArg_ParseTuple(args, "y*iilly*|pp", &pb, &h, &w, &maxval, &near, &ib, &want_state, &want_recon)) return NULL;
+    PyObject *result = NULL;
+    IntModel *m = NULL;
+    uint16_t *rec = NULL;
+    PixState st;
+    int st_ok = 0;
+    RangeEnc enc;
+    enc_init(&enc);
+    const uint16_t *init;
+    if (parse_geometry(h, w, maxval, near) < 0 || load_init(&ib, &init) < 0) goto done;
+    if (pb.len != (Py_ssize_t)h * w * 2) {
+        PyErr_SetString(PyExc_ValueError, "pixel buffer size does not match h*w uint16");
+        goto done;
+    }
+    const uint16_t *px = (const uint16_t *)pb.buf;
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)h * w; i++) {
+        if (px[i] > maxval) {
+            PyErr_SetString(PyExc_ValueError, "pixel value above maxval");
+            goto done;
+        }
+    }
+    m = (IntModel *)malloc(sizeof(IntModel));
+    rec = (uint16_t *)malloc((size_t)h * w * sizeof(uint16_t));
+    if (!m || !rec || pix_init(&st, h, w, (int32_t)maxval, (int32_t)near, m) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    st_ok = 1;
+    model_init(m, init);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = code_plane(&st, &enc, NULL, px, rec, NULL);
+    if (rc == 0) enc_flush(&enc);
+    Py_END_ALLOW_THREADS
+    if (rc < 0 || enc.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)enc.buf, (Py_ssize_t)enc.len);
+    if (data && want_recon) {
+        result = Py_BuildValue("(Ny#)", data, (const char *)rec, (Py_ssize_t)h * w * 2);
+        goto done;
+    }
+    if (!data || !want_state) {
+        result = data;
+        goto done;
+    }
+    uint16_t *probs = (uint16_t *)malloc(NBITS * 2 * sizeof(uint16_t));
+    if (!probs) {
+        Py_DECREF(data);
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (int i = 0; i < NBITS; i++) {
+        probs[i] = (uint16_t)bit_p(&m->b[i]);
+        probs[NBITS + i] = m->b[i].n;
+    }
+    result = Py_BuildValue("(Ny#y#)", data, (const char *)probs, (Py_ssize_t)(NBITS * 2),
+                           (const char *)(probs + NBITS), (Py_ssize_t)(NBITS * 2));
+    free(probs);
+done:
+    if (st_ok) pix_free(&st);
+    free(m);
+    free(rec);
+    free(enc.buf);
+    PyBuffer_Release(&pb);
+    PyBuffer_Release(&ib);
+    return result;
+}
+
+/* decode(payload, h, w, maxval, near, init) -> bytes (uint16 h*w). Raises
+ * ValueError if the stream ends before the image does. */
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer db, ib;
+    int h, w;
+    long maxval, near;
+    if (!PyArg_ParseTuple(args, "y*iilly*", &db, &h, &w, &maxval, &near, &ib)) return NULL;
+    PyObject *result = NULL;
+    IntModel *m = NULL;
+    PixState st;
+    int st_ok = 0;
+    const uint16_t *init;
+    if (parse_geometry(h, w, maxval, near) < 0 || load_init(&ib, &init) < 0) goto done;
+    m = (IntModel *)malloc(sizeof(IntModel));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)h * w * 2);
+    if (!out) goto done;
+    if (!m || pix_init(&st, h, w, (int32_t)maxval, (int32_t)near, m) < 0) {
+        Py_DECREF(out);
+        PyErr_NoMemory();
+        goto done;
+    }
+    st_ok = 1;
+    model_init(m, init);
+    RangeDec dec;
+    dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
+    uint16_t *rec = (uint16_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    code_plane(&st, NULL, &dec, NULL, rec, NULL);
+    Py_END_ALLOW_THREADS
+    /* The encoder's flush writes 5 bytes after the last symbol's; the decoder
+     * primes 5 bytes ahead, so a whole stream is consumed exactly. */
+    if (dec.overrun > 0 || dec.pos != dec.len) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, dec.overrun ? "pixel stream ends before the image" : "pixel stream has bytes after the image");
+        goto done;
+    }
+    result = out;
+done:
+    if (st_ok) pix_free(&st);
+    free(m);
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&ib);
+    return result;
+}
+
+/* trace(pixels, h, w, maxval, near) -> (pred, ctx, bctx, sctx) as bytes of int32:
+ * the encoder's per-pixel prediction (1/8 units) and contexts, for tests. */
+static PyObject *py_trace(PyObject *self, PyObject *args) {
+    Py_buffer pb;
+    int h, w;
+    long maxval, near;
+    if (!PyArg_ParseTuple(args, "y*iill", &pb, &h, &w, &maxval, &near)) return NULL;
+    PyObject *result = NULL;
+    IntModel *m = NULL;
+    uint16_t *rec = NULL;
+    int32_t *buf = NULL;
+    PixState st;
+    int st_ok = 0;
+    RangeEnc enc;
+    enc_init(&enc);
+    if (parse_geometry(h, w, maxval, near) < 0) goto done;
+    if (pb.len != (Py_ssize_t)h * w * 2) {
+        PyErr_SetString(PyExc_ValueError, "pixel buffer size does not match h*w uint16");
+        goto done;
+    }
+    const uint16_t *px = (const uint16_t *)pb.buf;
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)h * w; i++) {
+        if (px[i] > maxval) {
+            PyErr_SetString(PyExc_ValueError, "pixel value above maxval");
+            goto done;
+        }
+    }
+    size_t n = (size_t)h * w;
+    m = (IntModel *)malloc(sizeof(IntModel));
+    rec = (uint16_t *)malloc(n * sizeof(uint16_t));
+    buf = (int32_t *)malloc(4 * n * sizeof(int32_t));
+    if (!m || !rec || !buf || pix_init(&st, h, w, (int32_t)maxval, (int32_t)near, m) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    st_ok = 1;
+    model_init(m, NULL);
+    Trace tr = {buf, buf + n, buf + 2 * n, buf + 3 * n};
+    if (code_plane(&st, &enc, NULL, px, rec, &tr) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_BuildValue("(y#y#y#y#)", (const char *)tr.pred, (Py_ssize_t)(n * 4), (const char *)tr.ctx,
+                           (Py_ssize_t)(n * 4), (const char *)tr.bctx, (Py_ssize_t)(n * 4), (const char *)tr.sctx,
+                           (Py_ssize_t)(n * 4));
+done:
+    if (st_ok) pix_free(&st);
+    free(m);
+    free(rec);
+    free(buf);
+    free(enc.buf);
+    PyBuffer_Release(&pb);
+    return result;
+}
+
+/* Generic integer coding, for callers with their own contexts (tests and
+ * future coefficient coders): code_ints(values int32, ctx int32, sctx int32, init)
+ * -> bytes; decode_ints(payload, ctx, sctx, init) -> bytes of int32. Contexts
+ * must be known to the decoder in advance here; sequential callers use the C
+ * API (put_int/get_int) with contexts computed from decoded values. */
+static int check_ctx(const int32_t *c, const int32_t *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (c[i] < 0 || c[i] >= NCTX || s[i] < 0 || s[i] >= NSIGN) {
+            PyErr_SetString(PyExc_ValueError, "context index out of range");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_code_ints(PyObject *self, PyObject *args) {
+    Py_buffer vb, cb, sb, ib;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &vb, &cb, &sb, &ib)) return NULL;
+    PyObject *result = NULL;
+    IntModel *m = NULL;
+    RangeEnc enc;
+    enc_init(&enc);
+    const uint16_t *init;
+    Py_ssize_t n = vb.len / 4;
+    if (vb.len % 4 || cb.len != vb.len || sb.len != vb.len) {
+        PyErr_SetString(PyExc_ValueError, "values, contexts and sign contexts must be int32 of one length");
+        goto done;
+    }
+    if (load_init(&ib, &init) < 0 || check_ctx((const int32_t *)cb.buf, (const int32_t *)sb.buf, n) < 0) goto done;
+    const int32_t *v = (const int32_t *)vb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (v[i] <= -(1 << EMAX) || v[i] >= (1 << EMAX)) {
+            PyErr_SetString(PyExc_ValueError, "value outside +-2^24");
+            goto done;
+        }
+    }
+    m = (IntModel *)malloc(sizeof(IntModel));
+    if (!m) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    model_init(m, init);
+    const int32_t *c = (const int32_t *)cb.buf, *s = (const int32_t *)sb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) put_int(&enc, m, c[i], s[i], (uint32_t)abs(v[i]), v[i] < 0, 0);
+    enc_flush(&enc);
+    if (enc.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)enc.buf, (Py_ssize_t)enc.len);
+done:
+    free(m);
+    free(enc.buf);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&ib);
+    return result;
+}
+
+static PyObject *py_decode_ints(PyObject *self, PyObject *args) {
+    Py_buffer db, cb, sb, ib;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &db, &cb, &sb, &ib)) return NULL;
+    PyObject *result = NULL;
+    IntModel *m = NULL;
+    const uint16_t *init;
+    Py_ssize_t n = cb.len / 4;
+    if (cb.len % 4 || sb.len != cb.len) {
+        PyErr_SetString(PyExc_ValueError, "contexts and sign contexts must be int32 of one length");
+        goto done;
+    }
+    if (load_init(&ib, &init) < 0 || check_ctx((const int32_t *)cb.buf, (const int32_t *)sb.buf, n) < 0) goto done;
+    m = (IntModel *)malloc(sizeof(IntModel));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * 4);
+    if (!out || !m) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    model_init(m, init);
+    RangeDec dec;
+    dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
+    int32_t *o = (int32_t *)PyBytes_AS_STRING(out);
+    const int32_t *c = (const int32_t *)cb.buf, *s = (const int32_t *)sb.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int neg;
+        uint32_t v = get_int(&dec, m, c[i], s[i], &neg, 0);
+        o[i] = neg ? -(int32_t)v : (int32_t)v;
+    }
+    if (dec.overrun > 0 || dec.pos != dec.len) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, "integer stream length does not match its contents");
+        goto done;
+    }
+    result = out;
+done:
+    free(m);
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&ib);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS, "encode(pixels_u16, h, w, maxval, near, init[, want_state[, want_recon]]) -> bytes, (bytes, probs, counts) or (bytes, recon)"},
+    {"decode", py_decode, METH_VARARGS, "decode(payload, h, w, maxval, near, init) -> bytes (uint16)"},
+    {"trace", py_trace, METH_VARARGS, "trace(pixels_u16, h, w, maxval, near) -> (pred, ctx, bctx, sctx) int32 bytes"},
+    {"code_ints", py_code_ints, METH_VARARGS, "code_ints(values, ctx, sctx, init) -> bytes"},
+    {"decode_ints", py_decode_ints, METH_VARARGS, "decode_ints(payload, ctx, sctx, init) -> bytes (int32)"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_engine", "radseal's integer context-coding engine", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__engine(void) {
+    PyObject *mod = PyModule_Create(&moddef);
+    if (!mod) return NULL;
+    PyModule_AddIntConstant(mod, "NBITS", NBITS);
+    PyModule_AddIntConstant(mod, "NCTX", NCTX);
+    PyModule_AddIntConstant(mod, "NSIGN", NSIGN);
+    PyModule_AddIntConstant(mod, "EMAX", EMAX);
+    PyModule_AddIntConstant(mod, "PROB_MIN", PROB_MIN);
+    PyModule_AddIntConstant(mod, "PROB_MAX", PROB_MAX);
+    PyModule_AddIntConstant(mod, "ENGINE_VERSION", 1);
+    return mod;
+}
