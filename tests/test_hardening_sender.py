@@ -510,3 +510,29 @@ def test_outbox_error_is_one_line(tmp_path):
     (tmp_path / "ob" / "outbox.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(OutboxError):
         Outbox(tmp_path / "ob")
+
+
+def test_local_decode_and_receiver_give_one_message_the_same_uids(tmp_path, rg3_path):
+    """Both derive UIDs from (sender key id, message id), so a local decode names the object the receiver stored."""
+    from radseal.cli import main
+    from radseal.io import read_image, write_image
+    from radseal.seal.keys import load_receiver_key, load_trusted
+    from radseal.transport.index import ReceiptIndex
+    from radseal.transport.receiver import Receiver
+    from radseal.transport.stores import FolderStore
+
+    img = read_image(rg3_path)
+    write_image(img.with_pixels(img.pixels[800:864, 700:764].copy()), tmp_path / "crop.dcm")
+    assert main(["keygen", "receiver", "hospital", "--out", str(tmp_path)]) == 0
+    assert main(["keygen", "device", "xray7", "--out", str(tmp_path)]) == 0
+    assert main(["encode", str(tmp_path / "crop.dcm"), "--to", str(tmp_path / "hospital.pub"),
+                 "--sign", str(tmp_path / "xray7.key"), "-o", str(tmp_path / "m.rsl")]) == 0
+    assert main(["decode", str(tmp_path / "m.rsl"), "--key", str(tmp_path / "hospital.key"),
+                 "--trust", str(tmp_path / "xray7.pub"), "-o", str(tmp_path / "local.dcm")]) == 0
+    store = FolderStore(tmp_path / "store")
+    receiver = Receiver([load_receiver_key(tmp_path / "hospital.key")], load_trusted([tmp_path / "xray7.pub"]),
+                        store, ReceiptIndex(tmp_path / "index.sqlite"), tmp_path / "archive")
+    receipt, _ = receiver.accept((tmp_path / "m.rsl").read_bytes())
+    local, stored = pydicom.dcmread(tmp_path / "local.dcm"), pydicom.dcmread(store.files()[0])
+    assert local.SOPInstanceUID == stored.SOPInstanceUID == receipt["sop_instance_uid"]
+    assert (local.SeriesInstanceUID, local.StudyInstanceUID) == (stored.SeriesInstanceUID, stored.StudyInstanceUID)

@@ -98,7 +98,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     from radseal.evaluate.metrics import max_abs_error, psnr
     from radseal.io import read_image
-    from radseal.io.derived import derived_dataset
+    from radseal.io.derived import derived_dataset, message_uid_seed
     from radseal.io.dicom import write_dicom
     from radseal.io.files import atomic_write
     from radseal.io.samples import sample_path
@@ -151,7 +151,7 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     times["open + decompress"] = time.perf_counter() - t
     recon = opened.image
     ds = derived_dataset(recon, opened.dicom_header, payload_bytes=len(opened.payload),
-                         model_id=codec.model_id, uid_seed=opened.header.message_id)
+                         model_id=codec.model_id, uid_seed=message_uid_seed(opened.header.sender_key_id, opened.header.message_id))
     write_dicom(ds, outputs.file(out / f"{args.sample}-decoded.dcm"), replace=args.force)
     _preview(img, outputs.file(out / f"{args.sample}-original.png"), args.force)
     _preview(recon, outputs.file(out / f"{args.sample}-decoded.png"), args.force)

@@ -169,7 +169,7 @@ def _preserve_diagnosis(args: argparse.Namespace, img) -> int:
 def _decode(args: argparse.Namespace) -> int:
     from radseal.io import write_image
     from radseal.io.dicom import write_dicom
-    from radseal.io.derived import derived_dataset
+    from radseal.io.derived import derived_dataset, message_uid_seed
     from radseal.pipeline import DEFAULT_MAX_PIXELS, open_image
     from radseal.seal import load_receiver_key, load_trusted
 
@@ -200,7 +200,7 @@ def _decode(args: argparse.Namespace) -> int:
     if out.suffix.lower() in (".dcm", ".dicom"):
         codec_name = str(opened.metadata.get("codec", {}).get("name", "unknown"))
         ds = derived_dataset(opened.image, opened.dicom_header, payload_bytes=max(1, len(opened.payload)),
-                             model_id=codec_name, uid_seed=opened.header.message_id, notes=notes)
+                             model_id=codec_name, uid_seed=message_uid_seed(opened.header.sender_key_id, opened.header.message_id), notes=notes)
         write_dicom(ds, out, replace=args.force)
     else:
         write_image(opened.image, out, replace=args.force)

@@ -156,6 +156,15 @@ def _fill_missing_uids(ds: Dataset, missing: list[str], uid_seed: str | None) ->
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
 
 
+def message_uid_seed(sender_key_id: str, message_id: str) -> str:
+    """The seed of a derived object's UIDs: the message's identity, (sender key id, message id).
+
+    The receiver and a local ``radseal decode`` use the same seed, so both give
+    one message the same UIDs, and no device can aim at another device's object.
+    """
+    return f"{sender_key_id}/{message_id}"
+
+
 def derived_dataset(
     img: Image,
     source: Dataset | None,

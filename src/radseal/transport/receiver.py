@@ -78,7 +78,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from radseal.image import Image
-from radseal.io.derived import derived_dataset, uncompressed_bytes
+from radseal.io.derived import derived_dataset, message_uid_seed, uncompressed_bytes
 from radseal.io.dicom import encode_dicom
 from radseal.pipeline import DEFAULT_MAX_PIXELS
 from radseal.seal import (
@@ -243,7 +243,7 @@ class Receiver:
             model_id = _model_id(result, self.codec)
             source = _source_header(result)
             ds = derived_dataset(image, source, payload_bytes=payload_bytes, model_id=model_id,
-                                 uid_seed=uid_seed(sender_key_id, message_id))
+                                 uid_seed=message_uid_seed(sender_key_id, message_id))
             obj = StoredObject(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
             try:
                 location = self.store.put(encode_dicom(ds), obj)
@@ -275,11 +275,6 @@ class Receiver:
             }
             # Another receiver sharing the index may have recorded this id meanwhile: what is on record wins.
             return _same_or_conflict(self.index.record(receipt, location), sender_key_id, message_id, digest), False
-
-
-def uid_seed(sender_key_id: str, message_id: str) -> str:
-    """The seed of a derived object's UIDs: the message's identity, (sender key id, message id)."""
-    return f"{sender_key_id}/{message_id}"
 
 
 def _conflict(message_id: str, sender_key_id: str, why: str) -> Rejected:
