@@ -31,6 +31,19 @@ SUBCOMMAND_MODULES = (
 )
 
 
+# The extra a command needs beyond the core install (README: "Install"); commands not named
+# here run on the core. PACKAGE_EXTRAS: the smallest extra that brings a package.
+COMMAND_EXTRAS = {
+    "train-codec": "train",
+    "export-codec": "train",
+    "fit-codec": "train",
+    "train-classifier": "train",
+    "paper": "paper",
+    "evaluate": "evaluate",
+}
+PACKAGE_EXTRAS = {"torch": "neural", "scipy": "evaluate", "sklearn": "evaluate", "matplotlib": "evaluate", "imagecodecs": "evaluate"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from radseal import __version__
 
@@ -121,6 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             _silence_stdout()  # stdout itself failed (disk full): do not fail again at exit
             return fail(f"cannot write the output: {_os_error_text(exc)}", 1)
         return fail(_os_error_text(exc), 1)
+    except ModuleNotFoundError as exc:
+        # A package that only an extra installs, reached by a path without its own check.
+        from radseal.extras import PACKAGES, missing_message
+
+        top = (exc.name or "").split(".")[0]
+        if top not in PACKAGES or os.environ.get(DEBUG_ENV):
+            raise
+        extra = COMMAND_EXTRAS.get(args.command) or PACKAGE_EXTRAS[top]
+        return fail(missing_message(top, extra, f"radseal {args.command}"))
     except Exception as exc:  # noqa: BLE001 - the last line of defence; the message says it is a bug
         if os.environ.get(DEBUG_ENV):
             raise

@@ -92,6 +92,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
+    if args.insecure_paper_cipher:  # before any work: the paper's system needs radseal[paper]
+        from radseal.extras import require
+
+        require("torch", "paper", "radseal demo --insecure-paper-cipher")
     from radseal.evaluate.metrics import max_abs_error, psnr
     from radseal.io import read_image
     from radseal.io.derived import derived_dataset

@@ -82,6 +82,13 @@ def _csv(text: str | None, kind, what: str) -> list | None:
 
 
 def _evaluate(args) -> int:
+    from radseal.extras import require
+
+    # Say up front, in one line, what the core install lacks (not after minutes of work).
+    for module in ("scipy", "sklearn", "matplotlib", "imagecodecs", "torch"):
+        if module != "torch" or args.codecs is None or "paper" in args.codecs.split(","):
+            require(module, "evaluate", "radseal evaluate")
+
     from radseal.evaluate.codecs import DEFAULT_BPP_LADDER, EvaluationError, build_codecs
     from radseal.evaluate.report import evaluate
     from radseal.evaluate.runner import EvalConfig
