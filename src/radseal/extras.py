@@ -28,7 +28,7 @@ PACKAGES = {
 #: Extra -> what it brings (README, error messages).
 EXTRAS = {
     "neural": "PyTorch: encode and decode streams of the neural hyperprior codec (rsc1)",
-    "train": "PyTorch, scikit-learn: train-codec, export-codec, fit-codec, train-classifier",
+    "train": "PyTorch, scikit-learn, SciPy: train-codec, export-codec, fit-codec, train-classifier",
     "paper": "PyTorch, scikit-learn, matplotlib: radseal paper, demo --insecure-paper-cipher",
     "evaluate": "PyTorch, SciPy, scikit-learn, matplotlib, imagecodecs: radseal evaluate and its baselines",
     "test": "all of the above plus pytest and hypothesis",
