@@ -8,8 +8,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from radseal.errors import RadsealError
 
 DEFAULT_OUT = "radseal-demo"
@@ -76,6 +74,8 @@ def _human(n: int) -> str:
 
 def _preview(img, path: Path) -> None:
     """An 8-bit display rendering (bright = dense), whatever the stored depth."""
+    import numpy as np
+
     from radseal.image import Image
     from radseal.io import write_png
 
