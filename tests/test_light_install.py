@@ -85,6 +85,14 @@ def test_start_up_imports_no_extra(tmp_path):
     assert "encode" in proc.stdout and "serve" in proc.stdout
     for command in ("encode", "decode", "inspect", "keygen", "send", "serve", "evaluate", "train-codec", "paper"):
         ok(core(command, "--help", cwd=tmp_path))
+    # Building the parser (every command's --help) loads neither the DICOM stack nor an extra.
+    code = PREAMBLE + """
+from radseal.cli import build_parser
+build_parser()
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"pydicom", "PIL", "fastapi", "uvicorn", "httpx", "constriction"})
+assert not heavy, heavy
+"""
+    ok(python(code))
     # The library's front door too.
     code = PREAMBLE + "import radseal, radseal.cli, radseal.pipeline, radseal.diagnosis.classifier, radseal.transport.receiver"
     ok(python(code))

@@ -55,7 +55,7 @@ def register(sub) -> None:
         description=(
             "Train the normal-vs-pneumonia CNN on DATA/train (a seeded, stratified fifth is "
             "held out to choose the epoch; the test split is never read). Writes "
-            "pneumonia_cnn.pt and training.json (command, data, epochs, time, held-out scores)."
+            "pneumonia_cnn.npz and training.json (command, data, epochs, time, held-out scores)."
         ),
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
