@@ -198,6 +198,8 @@ out["numpy_ms_one_view"] = per_view(lambda: [clf.probabilities(v[None]) for v in
 if sys.argv[1] == "torch":
     import torch
     from radseal.diagnosis.model import from_numpy_state, torch_probabilities
+    if sys.argv[2] == "1":
+        torch.set_num_threads(1)
     net = from_numpy_state(clf.state, clf.config)
     out["torch_threads"] = torch.get_num_threads()
     out["torch_ms_per_view_batch32"] = per_view(lambda: torch_probabilities(net, views))
@@ -208,8 +210,15 @@ print(json.dumps(out))
 
 
 def classifier_speed(venv: Path, with_torch: bool) -> dict:
-    out = run([str(venv / "bin" / "python"), "-c", CLASSIFIER_SCRIPT, "torch" if with_torch else "numpy"])
-    return json.loads(out.stdout)
+    """Default threads, then one thread for both (OpenBLAS and PyTorch)."""
+    res = {}
+    for threads in ("default", "1"):
+        env = dict(os.environ)
+        if threads == "1":
+            env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        out = run([str(venv / "bin" / "python"), "-c", CLASSIFIER_SCRIPT, "torch" if with_torch else "numpy", threads], env=env)
+        res[threads] = json.loads(out.stdout)
+    return res
 
 
 def markdown(r: dict) -> str:
@@ -219,8 +228,10 @@ def markdown(r: dict) -> str:
         "# Install footprint: the core install without PyTorch, and each extra",
         "",
         f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}; Python {r['python']}; {r['date']}. One run; the machine is shared and noisy,",
-        "so compare numbers within this run (the core and the full environment were timed side by side).",
+        f"Machine: {r['machine']}; Python {r['python']}; {r['date']}. One run; the machine is shared and noisy",
+        f"(load average at the start {r['load_average_at_start'][0]}, before the cold starts "
+        + ", ".join(f"{k} {v[0]}" for k, v in r.get("load_average_before_cold_starts", {}).items())
+        + " on 2 cores), so compare numbers within this run (the core and the full environment were timed side by side).",
         "",
         "## Size of a fresh virtual environment and time to install",
         "",
@@ -262,19 +273,23 @@ def markdown(r: dict) -> str:
                   "of one encode (`python -X importtime`, seconds, cumulative): "
                   + ", ".join(f"{n} {s}" for n, s in c["encode_imports_top"]) + "."]
     if r.get("classifier"):
-        k = r["classifier"]
         lines += ["", "## Pneumonia classifier: numpy (core) against PyTorch", "",
-                  "The shipped weights, 224 x 224 views, best of 3 runs of 32 views, in the full environment "
-                  f"(PyTorch with {k.get('torch_threads', '?')} threads; numpy's BLAS with its default threads).", "",
-                  "| runtime | ms per view, batches of 32 | ms per view, one at a time |", "| --- | ---: | ---: |",
-                  f"| numpy (radseal.diagnosis.inference) | {k['numpy_ms_per_view_batch32']} | {k['numpy_ms_one_view']} |"]
-        if "torch_ms_per_view_batch32" in k:
-            lines += [f"| PyTorch {env.get('test', {}).get('torch', '')} | {k['torch_ms_per_view_batch32']} | {k['torch_ms_one_view']} |", "",
-                      f"Largest probability difference on these (random) views: {k['max_abs_probability_difference']:.1e}; "
+                  "The shipped weights, 224 x 224 views, best of 3 runs over 32 views, in the full environment; "
+                  "threads: each library's default (2 here), then one thread (OPENBLAS_NUM_THREADS=1, "
+                  "torch.set_num_threads(1)).", "",
+                  "| runtime | threads | ms per view, batches of 32 | ms per view, one at a time |", "| --- | --- | ---: | ---: |"]
+        for threads, k in r["classifier"].items():
+            lines.append(f"| numpy (radseal.diagnosis.inference) | {threads} | {k['numpy_ms_per_view_batch32']} | {k['numpy_ms_one_view']} |")
+            if "torch_ms_per_view_batch32" in k:
+                lines.append(f"| PyTorch {env.get('test', {}).get('torch', '')} | {threads} ({k['torch_threads']}) | "
+                             f"{k['torch_ms_per_view_batch32']} | {k['torch_ms_one_view']} |")
+        k = r["classifier"]["default"]
+        if "max_abs_probability_difference" in k:
+            lines += ["", f"Largest probability difference on these (random) views: {k['max_abs_probability_difference']:.1e}; "
                       "on the 126 test images it is checked below 1e-4 by "
                       "tests/test_diagnosis_classifier.py::test_numpy_network_matches_pytorch_on_all_test_images."]
         lines += ["", "ONNX Runtime was not measured: numpy is already a core dependency and runs this network "
-                  "at PyTorch's speed here, so another runtime could only add size."]
+                  "at about PyTorch's speed here, so another runtime could only add size."]
     return "\n".join(lines) + "\n"
 
 
@@ -302,6 +317,7 @@ def main() -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "wheel": {"name": wheel.name, "mb": round(wheel.stat().st_size / 1e6, 2)},
             "empty_venv_mb": round(disk_mb(empty), 1),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "environments": [],
             "cold_start": {},
         }
@@ -315,6 +331,7 @@ def main() -> int:
         for name in ("core", "test"):
             if name in envs:
                 print(f"cold starts in {name} ...", file=sys.stderr, flush=True)
+                r.setdefault("load_average_before_cold_starts", {})[name] = [round(x, 2) for x in os.getloadavg()]
                 r["cold_start"][name] = cold_starts(envs[name], work, args.repeat)
         if "test" in envs:
             r["classifier"] = classifier_speed(envs["test"]["venv"], with_torch=True)
