@@ -104,14 +104,16 @@ def make_env(work: Path, wheel: Path, extra: str) -> dict:
     }
 
 
-def timed(cmd, cwd: Path, repeat: int) -> dict:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
-        times.append(time.perf_counter() - t)
-    return {"first_s": round(times[0], 3), "median_s": round(statistics.median(times[1:] or times), 3),
+def summary(times: list[float]) -> dict:
+    rest = times[1:] or times
+    return {"first_s": round(times[0], 3), "median_s": round(statistics.median(rest), 3),
             "min_s": round(min(times), 3), "runs": len(times)}
+
+
+def once(cmd, cwd: Path) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - t
 
 
 def free_port() -> int:
@@ -120,37 +122,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_start(venv: Path, cwd: Path, repeat: int) -> dict:
+def serve_once(venv: Path, cwd: Path) -> tuple[float, bool]:
     """Seconds from starting ``radseal serve`` until /healthz answers 200 (diagnosis on, the default)."""
-    times = []
-    for _ in range(repeat):
-        port = free_port()
-        cmd = [str(venv / "bin" / "radseal"), "serve", "--key", "r.key", "--trust", "devices", "--store", "store",
-               "--state", "state", "--port", str(port)]
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"radseal serve exited: {proc.stdout.read().decode()[-2000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.01)
-                if time.perf_counter() - t > 60:
-                    raise RuntimeError("radseal serve did not answer /healthz in 60 s")
-            times.append(time.perf_counter() - t)
-        finally:
-            proc.terminate()
-            out = proc.communicate(timeout=20)[0].decode()
-        diagnosis_on = "diagnosis: on" in out
-    return {"first_s": round(times[0], 3), "median_s": round(statistics.median(times[1:] or times), 3),
-            "min_s": round(min(times), 3), "runs": len(times), "diagnosis_on": diagnosis_on}
+    port = free_port()
+    cmd = [str(venv / "bin" / "radseal"), "serve", "--key", "r.key", "--trust", "devices", "--store", "store",
+           "--state", "state", "--port", str(port)]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"radseal serve exited: {proc.stdout.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.01)
+            if time.perf_counter() - t > 60:
+                raise RuntimeError("radseal serve did not answer /healthz in 60 s")
+        seconds = time.perf_counter() - t
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0].decode()
+    return seconds, "diagnosis: on" in out
 
 
-def cold_starts(env: dict, work: Path, repeat: int) -> dict:
+def prepare(env: dict, work: Path) -> dict:
     venv, radseal = env["venv"], str(env["venv"] / "bin" / "radseal")
     cwd = work / f"run-{env['extra']}"
     shutil.rmtree(cwd, ignore_errors=True)
@@ -160,24 +158,38 @@ def cold_starts(env: dict, work: Path, repeat: int) -> dict:
     shutil.move(cwd / "d.pub", cwd / "devices" / "d.pub")
     py = str(venv / "bin" / "python")
     rg3 = run([py, "-c", "from radseal.io.samples import sample_path; print(sample_path('RG3'))"]).stdout.strip()
-    encode = [radseal, "encode", rg3, "--to", "r.pub", "--sign", "d.key", "-o", "rg3.rsl"]
-    res = {
-        "help": timed([radseal, "--help"], cwd, repeat),
-        "encode_rg3": timed(encode, cwd, repeat),
-        "serve_healthz": serve_start(venv, cwd, max(3, repeat // 2)),
-        "python_only": timed([py, "-c", "pass"], cwd, repeat),
-    }
-    # Where the encode's time goes: one run with the command's own timing line.
-    line = run(encode, cwd=cwd).stdout.strip().splitlines()[-1]
-    res["encode_own_timing"] = line.strip()
-    imp = run([py, "-X", "importtime", "-m", "radseal", "encode", rg3, "--to", "r.pub", "--sign", "d.key", "-o", "rg3b.rsl"],
-              cwd=cwd).stderr
-    top = []
-    for row in imp.splitlines():
-        parts = row.split("|")
-        if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
-            top.append((parts[2].strip(), int(parts[1]) / 1e6))
-    res["encode_imports_top"] = [(name, round(s, 3)) for name, s in sorted(top, key=lambda x: -x[1])[:8]]
+    return {"venv": venv, "cwd": cwd, "py": py, "rg3": rg3,
+            "commands": {"python_only": [py, "-c", "pass"], "help": [radseal, "--help"],
+                         "encode_rg3": [radseal, "encode", rg3, "--to", "r.pub", "--sign", "d.key", "-o", "rg3.rsl"]}}
+
+
+def cold_starts(envs: dict, work: Path, repeat: int) -> dict:
+    """Every command of every environment once per round, environments interleaved, so that the
+    machine's load falls on all of them alike."""
+    runs = {name: prepare(env, work) for name, env in envs.items()}
+    times = {name: {k: [] for k in (*r["commands"], "serve_healthz")} for name, r in runs.items()}
+    diagnosis = {}
+    for i in range(repeat):
+        for name, r in runs.items():
+            for key, cmd in r["commands"].items():
+                times[name][key].append(once(cmd, r["cwd"]))
+            if i < max(3, repeat // 2):
+                seconds, diagnosis[name] = serve_once(r["venv"], r["cwd"])
+                times[name]["serve_healthz"].append(seconds)
+    res = {}
+    for name, r in runs.items():
+        res[name] = {k: summary(v) for k, v in times[name].items()}
+        res[name]["serve_healthz"]["diagnosis_on"] = diagnosis[name]
+        # Where the encode's time goes: the command's own timing line, and its imports.
+        res[name]["encode_own_timing"] = run(r["commands"]["encode_rg3"], cwd=r["cwd"]).stdout.strip().splitlines()[-1].strip()
+        imp = run([r["py"], "-X", "importtime", "-m", "radseal", *r["commands"]["encode_rg3"][1:]], cwd=r["cwd"]).stderr
+        top = []
+        for row in imp.splitlines():
+            parts = row.split("|")
+            if len(parts) == 3 and parts[1].strip().isdigit() and not parts[2].startswith("  "):
+                top.append((parts[2].strip(), int(parts[1]) / 1e6))
+        res[name]["encode_imports_total_s"] = round(sum(t for _, t in top), 3)
+        res[name]["encode_imports_top"] = [(n, round(t, 3)) for n, t in sorted(top, key=lambda x: -x[1])[:8]]
     return res
 
 
@@ -229,9 +241,9 @@ def markdown(r: dict) -> str:
         "",
         f"Command: `{r['command']}`  ",
         f"Machine: {r['machine']}; Python {r['python']}; {r['date']}. One run; the machine is shared and noisy",
-        f"(load average at the start {r['load_average_at_start'][0]}, before the cold starts "
-        + ", ".join(f"{k} {v[0]}" for k, v in r.get("load_average_before_cold_starts", {}).items())
-        + " on 2 cores), so compare numbers within this run (the core and the full environment were timed side by side).",
+        f"(1-minute load average at the start {r['load_average_at_start'][0]}, before and after the cold starts "
+        f"{r.get('load_average_before_cold_starts', ['-'])[0]} and {r.get('load_average_after_cold_starts', ['-'])[0]}), "
+        "so compare numbers within this run: the core and the full environment were timed interleaved, round by round.",
         "",
         "## Size of a fresh virtual environment and time to install",
         "",
@@ -256,7 +268,9 @@ def markdown(r: dict) -> str:
                   f"({core['size_mb']} MB, torch {'absent' if not core['torch'] else 'present'})."]
     lines += ["", "## Cold start", "",
               "A new process per run, interpreter start included; `first` is the first run after install "
-              "(cold file cache for the venv), `median` the median of the others.", "",
+              "(cold file cache for the venv), `median` over the others, `min` over all "
+              f"({next(iter(r['cold_start'].values()))['encode_rg3']['runs']} runs per command, "
+              f"{next(iter(r['cold_start'].values()))['serve_healthz']['runs']} for serve).", "",
               "| install | `python -c pass` | `radseal --help` | `radseal encode` RG3 (first / median / min) | `radseal serve` until /healthz (first / median) |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for name, c in r["cold_start"].items():
@@ -268,9 +282,11 @@ def markdown(r: dict) -> str:
         c = r["cold_start"]["core"]
         met = c["encode_rg3"]["median_s"] <= TARGET_ENCODE_S
         lines += ["", f"Target: cold `radseal encode` of RG3 <= {TARGET_ENCODE_S} s on this machine: "
-                  f"**{'met' if met else 'missed'}** (median {c['encode_rg3']['median_s']} s on the core install).", "",
-                  f"The encode's own timing line (core): `{c['encode_own_timing']}`. Slowest top-level imports "
-                  "of one encode (`python -X importtime`, seconds, cumulative): "
+                  f"**{'met' if met else 'missed'}** by the median ({c['encode_rg3']['median_s']} s on the core install; "
+                  f"fastest run {c['encode_rg3']['min_s']} s).", "",
+                  f"The encode's own timing line (core): `{c['encode_own_timing']}`; its imports took "
+                  f"{c['encode_imports_total_s']} s in all. Slowest top-level imports "
+                  "(`python -X importtime`, seconds, cumulative): "
                   + ", ".join(f"{n} {s}" for n, s in c["encode_imports_top"]) + "."]
     if r.get("classifier"):
         lines += ["", "## Pneumonia classifier: numpy (core) against PyTorch", "",
@@ -297,7 +313,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--extras", default=",".join(EXTRAS), help=f"comma-separated, from {','.join(EXTRAS)}")
-    ap.add_argument("--repeat", type=int, default=7, help="cold-start runs per command")
+    ap.add_argument("--repeat", type=int, default=9, help="cold-start runs per command")
     ap.add_argument("--keep", help="keep the environments in this folder (default: a temporary folder, removed)")
     args = ap.parse_args()
     extras = [e for e in args.extras.split(",") if e]
@@ -328,11 +344,12 @@ def main() -> int:
             r["environments"].append({k: v for k, v in envs[extra].items() if k != "venv"})
             if extra not in ("core", "test"):
                 shutil.rmtree(envs[extra]["venv"], ignore_errors=True)  # disk: keep only what is timed
-        for name in ("core", "test"):
-            if name in envs:
-                print(f"cold starts in {name} ...", file=sys.stderr, flush=True)
-                r.setdefault("load_average_before_cold_starts", {})[name] = [round(x, 2) for x in os.getloadavg()]
-                r["cold_start"][name] = cold_starts(envs[name], work, args.repeat)
+        timed_envs = {name: envs[name] for name in ("core", "test") if name in envs}
+        if timed_envs:
+            print(f"cold starts in {', '.join(timed_envs)} ...", file=sys.stderr, flush=True)
+            r["load_average_before_cold_starts"] = [round(x, 2) for x in os.getloadavg()]
+            r["cold_start"] = cold_starts(timed_envs, work, args.repeat)
+            r["load_average_after_cold_starts"] = [round(x, 2) for x in os.getloadavg()]
         if "test" in envs:
             r["classifier"] = classifier_speed(envs["test"]["venv"], with_torch=True)
         elif "core" in envs:

@@ -244,3 +244,27 @@ def test_score_on_the_test_split(clf, cxr_dir):
     m = classification_metrics(y, clf.probabilities(x))
     assert m["auc"] > 0.9
     assert m["accuracy"] > 0.7
+
+
+def test_export_from_pytorch_weights_is_exact_and_refuses_its_input(tmp_path, clf):
+    """The one-time converter from the old PyTorch file: every tensor bit for bit, same predictions."""
+    torch = pytest.importorskip("torch", reason="reading a .pt needs radseal[train]")
+    from radseal.diagnosis.export import OLD_FORMAT, export_pt, main
+
+    state = {k: torch.from_numpy(np.array(v)) for k, v in clf.state.items()}
+    blob = {"format": OLD_FORMAT, "config": clf.config, "size": clf.size, "threshold": clf.threshold, "state_dict": state, "info": {"x": 1}}
+    torch.save(blob, tmp_path / "old.pt")
+    path = export_pt(tmp_path / "old.pt", tmp_path / "new.npz")
+    again = Classifier.load(path)
+    assert again.info == {"x": 1} and again.size == clf.size
+    for k, v in clf.state.items():
+        assert again.state[k].dtype == v.dtype and np.array_equal(again.state[k], v)
+    views = np.random.default_rng(3).random((2, clf.size, clf.size), dtype=np.float32)
+    assert np.array_equal(again.probabilities(views), clf.probabilities(views))
+    before = (tmp_path / "old.pt").read_bytes()
+    assert main([str(tmp_path / "old.pt"), str(tmp_path / "old.pt")]) == 2
+    assert (tmp_path / "old.pt").read_bytes() == before
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ClassifierError, match="not a radseal-classifier-1"):
+        export_pt(tmp_path / "other.pt", tmp_path / "o.npz")
+    assert not (tmp_path / "o.npz").exists()

@@ -35,6 +35,36 @@ EXTRAS = {
 }
 
 
+#: Extra -> the import names of what it brings (pyproject.toml's optional-dependencies; tested).
+EXTRA_PACKAGES = {
+    "neural": ("torch",),
+    "train": ("torch", "sklearn", "scipy"),
+    "paper": ("torch", "sklearn", "matplotlib"),
+    "evaluate": ("torch", "scipy", "sklearn", "matplotlib", "imagecodecs"),
+}
+
+#: Command -> the extra it needs beyond the core install; commands not named run on the core.
+COMMAND_EXTRAS = {
+    "train-codec": "train",
+    "export-codec": "train",
+    "fit-codec": "train",
+    "train-classifier": "train",
+    "paper": "paper",
+    "evaluate": "evaluate",
+}
+
+
+def extra_for(module: str, command: str | None = None) -> str | None:
+    """The extra to install for ``module``: the command's own if it brings it, else the smallest
+    that does; None when no extra brings it (not an optional dependency)."""
+    top = module.split(".")[0]
+    own = COMMAND_EXTRAS.get(command or "")
+    if own and top in EXTRA_PACKAGES[own]:
+        return own
+    fits = [e for e, mods in EXTRA_PACKAGES.items() if top in mods]
+    return min(fits, key=lambda e: len(EXTRA_PACKAGES[e])) if fits else None
+
+
 class MissingExtraError(RadsealError):
     """A feature needs a package that only an extra (``radseal[...]``) installs."""
 

@@ -31,17 +31,15 @@ SUBCOMMAND_MODULES = (
 )
 
 
-# The extra a command needs beyond the core install (README: "Install"); commands not named
-# here run on the core. PACKAGE_EXTRAS: the smallest extra that brings a package.
-COMMAND_EXTRAS = {
-    "train-codec": "train",
-    "export-codec": "train",
-    "fit-codec": "train",
-    "train-classifier": "train",
-    "paper": "paper",
-    "evaluate": "evaluate",
-}
-PACKAGE_EXTRAS = {"torch": "neural", "scipy": "evaluate", "sklearn": "evaluate", "matplotlib": "evaluate", "imagecodecs": "evaluate"}
+def _missing_extra(exc: BaseException, command: str) -> str | None:
+    """The one-line message for a package that only an extra installs, reached by a code path
+    without its own check (those raise radseal.extras.MissingExtraError); None for anything else."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    from radseal.extras import extra_for, missing_message
+
+    extra = extra_for(exc.name or "", command)
+    return missing_message(exc.name, extra, f"radseal {command}") if extra else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,18 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             _silence_stdout()  # stdout itself failed (disk full): do not fail again at exit
             return fail(f"cannot write the output: {_os_error_text(exc)}", 1)
         return fail(_os_error_text(exc), 1)
-    except ModuleNotFoundError as exc:
-        # A package that only an extra installs, reached by a path without its own check.
-        from radseal.extras import PACKAGES, missing_message
-
-        top = (exc.name or "").split(".")[0]
-        if top not in PACKAGES or os.environ.get(DEBUG_ENV):
-            raise
-        extra = COMMAND_EXTRAS.get(args.command) or PACKAGE_EXTRAS[top]
-        return fail(missing_message(top, extra, f"radseal {args.command}"))
     except Exception as exc:  # noqa: BLE001 - the last line of defence; the message says it is a bug
         if os.environ.get(DEBUG_ENV):
             raise
+        missing = _missing_extra(exc, args.command)
+        if missing:
+            return fail(missing)
         return fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in radseal; "
                     f"rerun with {DEBUG_ENV}=1 for the traceback)", 70)
     return int(result or 0)
