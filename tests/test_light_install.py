@@ -165,6 +165,29 @@ def test_preserve_diagnosis_runs_on_the_core(tmp_path, rg1_path):
     assert "--preserve-diagnosis: quality" in proc.stdout and "p(pneumonia)" in proc.stdout
 
 
+def _neural_message(folder):
+    """(message id, sealed rsc1 container) for the keys in ``folder``, made with PyTorch; None without it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    from radseal.codec import Codec
+    from radseal.pipeline import seal_image
+    from radseal.seal import load_device_key, load_receiver_public_key, parse_header
+
+    img = _gradient_image(96, 128)
+    data = seal_image(img, load_receiver_public_key(folder / "hospital.pub"), load_device_key(folder / "unit7.key"),
+                      codec=Codec.pretrained("rsc1-mshp-n128")).data
+    return parse_header(data).message_id, data
+
+
+def _gradient_image(h, w):
+    from radseal.image import Image
+
+    yy, xx = np.mgrid[0:h, 0:w]
+    return Image(((yy * 3 + xx * 5) % 4096).astype(np.uint16), bits_stored=12)
+
+
 def test_receiver_round_trip_with_diagnosis_on_the_core(tmp_path):
     import httpx
 
@@ -176,8 +199,7 @@ def test_receiver_round_trip_with_diagnosis_on_the_core(tmp_path):
     ok(core("keygen", "device", "unit7", cwd=tmp_path))
     (tmp_path / "devices").mkdir()
     (tmp_path / "unit7.pub").rename(tmp_path / "devices" / "unit7.pub")
-    yy, xx = np.mgrid[0:300, 0:260]
-    write_png(Image(((yy * 3 + xx * 5) % 4096).astype(np.uint16), bits_stored=12), tmp_path / "scan.png")
+    write_png(_gradient_image(300, 260), tmp_path / "scan.png")
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     serve = subprocess.Popen([sys.executable, "-c", RUN_CLI, "serve", "--key", "hospital.key", "--trust", "devices",
@@ -196,12 +218,22 @@ def test_receiver_round_trip_with_diagnosis_on_the_core(tmp_path):
             time.sleep(0.1)
         sent = ok(core("send", "scan.png", "--to", f"http://127.0.0.1:{port}", "--recipient", "hospital.pub",
                        "--sign", "unit7.key", "--outbox", "outbox", cwd=tmp_path))
+        neural = _neural_message(tmp_path)
+        if neural is not None:  # a stream the core cannot decode: kept in the archive, answered 422
+            message_id, data = neural
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/messages", content=data, timeout=60)
+            assert r.status_code == 422 and r.json()["error"] == "undecodable", r.text
+            assert (tmp_path / "state" / "archive" / f"{message_id}.rsl").read_bytes() == data
     finally:
         serve.terminate()
         serve.wait(20)
         log.close()
     served = (tmp_path / "serve.log").read_text()
-    assert "diagnosis: on" in served and MARK not in served, served[-2000:]
+    before_neural, _, after = served.partition(MARK)
+    assert "diagnosis: on" in before_neural, served[-2000:]
+    # The only import the receiver tried was PyTorch, for the neural stream, after the PNG was stored.
+    assert {line for line in attempts(served)} <= {MARK + "torch]"}
+    assert ("undecodable" in after) if neural is not None else not after
     assert "stored  " in sent.stdout and " p=" in sent.stdout  # the receipt carries the classifier's verdict
 
 
