@@ -47,7 +47,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 # The children import the radseal under test wherever they run (not one found through a relative path).
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(radseal.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+_PATHS = [str(Path(radseal.__file__).resolve().parents[1]), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(_PATHS)}
 
 
 def python(code: str, *args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
