@@ -225,6 +225,7 @@ def test_training_runs_end_to_end_on_a_tiny_set(tmp_path):
     info = json.loads((tmp_path / "w" / "training.json").read_text())
     assert info["train_images"] == 8 and info["heldout_images"] == 2
     assert len(info["history"]) == 2 and info["command"] == "test"
+    assert info["data"] == "data"  # outside the checkout: its name, not an absolute path of this machine
     assert result.weights_path.suffix == ".npz"
     loaded = Classifier.load(result.weights_path)
     assert loaded.size == 64 and loaded.config["width"] == 4

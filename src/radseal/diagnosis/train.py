@@ -83,6 +83,16 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1) ** gamma
 
 
+def _recorded_path(folder: Path) -> str:
+    """``folder`` as the record keeps it: relative to the checkout (``../shared/data/cxr``), or
+    just its name when it lies elsewhere, never an absolute path of the training machine."""
+    import os
+
+    repo = Path(__file__).resolve().parents[3]
+    rel = os.path.relpath(Path(folder).resolve(), repo)
+    return rel if not rel.startswith(os.pardir + os.sep + os.pardir) else Path(folder).name
+
+
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     roc_auc_score = require("sklearn.metrics", "train", "radseal train-classifier").roc_auc_score
 
@@ -157,7 +167,7 @@ def train_classifier(
     elapsed = time.time() - started
     info = {
         "command": command or " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]]),
-        "data": str(root),
+        "data": _recorded_path(root),
         "train_images": len(fit),
         "heldout_images": len(held),
         "heldout_files": [str(s.path.relative_to(root)) for s in held],
