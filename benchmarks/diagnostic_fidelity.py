@@ -118,7 +118,7 @@ def classifier_markdown(r: dict) -> str:
         f"Command: `{r['command']}`",
         "",
         f"Data: `{r['data']}` test split, {r['images']} images ({r['normal']} NORMAL, {r['pneumonia']} PNEUMONIA), never used in training or selection.",
-        f"Weights: `src/radseal/weights/classifier/pneumonia_cnn.pt` (trained by `{r['classifier'].get('command')}`, epoch {r['classifier'].get('selected_epoch')} "
+        f"Weights: `src/radseal/weights/classifier/pneumonia_cnn.npz` (trained by `{r['classifier'].get('command')}`, epoch {r['classifier'].get('selected_epoch')} "
         f"chosen on {r['classifier'].get('heldout_images')} held-out train images).",
         "",
         "| metric | value | 95% bootstrap CI |",

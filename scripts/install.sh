@@ -22,6 +22,9 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# torch==2.13.0 is the CPU build; the pin keeps pip from pulling a CUDA build.
+# '.[test]' is the core plus every extra (neural, train, paper, evaluate: PyTorch, SciPy,
+# scikit-learn, matplotlib, imagecodecs) and the test tools. torch==2.13.0 is the CPU
+# build; the pin keeps pip from pulling a CUDA build. An edge device needs only the
+# core: pip install radseal (README, "Light install").
 .venv/bin/python -m pip install -q -e '.[test]'
 echo "radseal installed in .venv (activate with: source .venv/bin/activate)"

@@ -181,7 +181,7 @@ EXISTING = {
     "train-codec": (["train-codec", "--synthetic", "--out", "run", "--steps", "1", "--no-progress"], "run/last.pt"),
     "fit-codec": (["fit-codec", "--out", "w", "--model-id", "m1", "--no-progress"], "w/m1.npz"),
     "export-codec": (["export-codec", "ckpt.pt", "--out", "w", "--model-id", "m1"], "w/m1.json"),
-    "train-classifier": (["train-classifier", "--data", "data", "--out", "clf", "--quiet"], "clf/pneumonia_cnn.pt"),
+    "train-classifier": (["train-classifier", "--data", "data", "--out", "clf", "--quiet"], "clf/pneumonia_cnn.npz"),
     "evaluate": (["evaluate", "--data", "data", "--out", "ev", "--quiet", "--codecs", "jpeg2000"], "ev/notes.txt"),
 }
 

@@ -8,6 +8,10 @@ from typing import Any
 import numpy as np
 
 PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
+# Largest image (width x height) decoded unless the caller allows more: 25 megapixels
+# (5000 x 5000) holds every radiograph format in use; the shipped codec's decoder needs
+# about 40 bytes and 0.2 microseconds per pixel (docs/deploy.md has the measurement).
+DEFAULT_MAX_PIXELS = 25_000_000
 
 
 @dataclass

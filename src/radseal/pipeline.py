@@ -25,16 +25,12 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from radseal.container import pack_body, unpack_body
 from radseal.errors import RadsealError
-from radseal.image import PHOTOMETRICS, Image
+from radseal.image import DEFAULT_MAX_PIXELS, PHOTOMETRICS, Image  # DEFAULT_MAX_PIXELS: re-exported
 from radseal.io.dicom import quiet_pydicom
 from radseal.seal import DeviceKey, DevicePublicKey, FormatError, Header, ReceiverKey, ReceiverPublicKey
 from radseal.seal import open_sealed, seal
 
 BODY_FORMAT = "radseal-image/1"
-# Largest image (width x height) decoded unless the caller allows more: 25 megapixels
-# (5000 x 5000) holds every radiograph format in use; the shipped codec's decoder needs
-# about 40 bytes and 0.2 microseconds per pixel (docs/deploy.md has the measurement).
-DEFAULT_MAX_PIXELS = 25_000_000
 # Bulk pixel elements never travel in the DICOM header: the codec payload replaces them.
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 

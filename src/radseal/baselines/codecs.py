@@ -40,6 +40,8 @@ class Baseline:
         bits = img.bits_stored - shift
         try:
             payload = self._encode(np.ascontiguousarray(px), bits, param)
+        except RadsealError:
+            raise
         except Exception as exc:  # imagecodecs raises its own error types
             raise BaselineError(f"{self.name}: encoding failed ({exc})") from None
         flags = (1 if img.photometric == "MONOCHROME1" else 0) | (2 if img.signed else 0)
@@ -53,6 +55,8 @@ class Baseline:
             raise BaselineError(f"{self.name}: not a {self.name} baseline stream")
         try:
             px = np.asarray(self._decode(bytes(data[_HEAD.size :])))
+        except RadsealError:
+            raise
         except Exception as exc:
             raise BaselineError(f"{self.name}: decoding failed ({exc})") from None
         if px.ndim == 3:
@@ -68,9 +72,9 @@ class Baseline:
 
 
 def _ic():
-    import imagecodecs
+    from radseal.extras import require
 
-    return imagecodecs
+    return require("imagecodecs", "evaluate", "the JPEG, JPEG 2000, JPEG XL and AVIF baselines")
 
 
 def _jpeg_enc(px, bits, q):

@@ -31,6 +31,17 @@ SUBCOMMAND_MODULES = (
 )
 
 
+def _missing_extra(exc: BaseException, command: str) -> str | None:
+    """The one-line message for a package that only an extra installs, reached by a code path
+    without its own check (those raise radseal.extras.MissingExtraError); None for anything else."""
+    if not isinstance(exc, ModuleNotFoundError):
+        return None
+    from radseal.extras import extra_for, missing_message
+
+    extra = extra_for(exc.name or "", command)
+    return missing_message(exc.name, extra, f"radseal {command}") if extra else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from radseal import __version__
 
@@ -133,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence; the message says it is a bug
         if os.environ.get(DEBUG_ENV):
             raise
+        missing = _missing_extra(exc, args.command)
+        if missing:
+            return fail(missing)
         return fail(f"unexpected {type(exc).__name__}: {exc} (this is a bug in radseal; "
                     f"rerun with {DEBUG_ENV}=1 for the traceback)", 70)
     return int(result or 0)

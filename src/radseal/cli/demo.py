@@ -8,8 +8,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from radseal.errors import RadsealError
 from radseal.io.files import check_outputs
 
@@ -80,6 +78,8 @@ def _human(n: int) -> str:
 
 def _preview(img, path: Path, replace: bool) -> None:
     """An 8-bit display rendering (bright = dense), whatever the stored depth."""
+    import numpy as np
+
     from radseal.image import Image
     from radseal.io import write_png
 
@@ -96,6 +96,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
+    if args.insecure_paper_cipher:  # before any work: the paper's system needs radseal[paper]
+        from radseal.extras import require
+
+        require("torch", "paper", "radseal demo --insecure-paper-cipher")
     from radseal.evaluate.metrics import max_abs_error, psnr
     from radseal.io import read_image
     from radseal.io.derived import derived_dataset, message_uid_seed

@@ -59,7 +59,7 @@ def register(sub) -> None:
         description=(
             "Train the normal-vs-pneumonia CNN on DATA/train (a seeded, stratified fifth is "
             "held out to choose the epoch; the test split is never read). Writes "
-            "pneumonia_cnn.pt and training.json (command, data, epochs, time, held-out scores)."
+            "pneumonia_cnn.npz and training.json (command, data, epochs, time, held-out scores)."
         ),
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -87,6 +87,13 @@ def _csv(text: str | None, kind, what: str) -> list | None:
 
 
 def _evaluate(args) -> int:
+    from radseal.extras import require
+
+    # Say up front, in one line, what the core install lacks (not after minutes of work).
+    for module in ("scipy", "sklearn", "matplotlib", "imagecodecs", "torch"):
+        if module != "torch" or args.codecs is None or "paper" in args.codecs.split(","):
+            require(module, "evaluate", "radseal evaluate")
+
     from radseal.evaluate.codecs import DEFAULT_BPP_LADDER, EvaluationError, build_codecs
     from radseal.evaluate.report import evaluate
     from radseal.evaluate.runner import EvalConfig

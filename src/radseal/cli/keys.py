@@ -37,6 +37,8 @@ def _iso(ts: int) -> str:
 def _passphrase(path: str | None) -> bytes | None:
     if path is None:
         return None
+    from radseal.io.files import read_regular_file  # imported here: radseal.io loads pydicom
+
     text = read_regular_file(path, MAX_PASSPHRASE_FILE_BYTES, "passphrase file", KeyFileError)
     secret = text.rstrip(b"\r\n")
     if not secret:
@@ -45,6 +47,8 @@ def _passphrase(path: str | None) -> bytes | None:
 
 
 def _read_container(path: str) -> bytes:
+    from radseal.io.files import read_regular_file
+
     return read_regular_file(path, MAX_CONTAINER_FILE_BYTES, "container file", FormatError)
 
 

@@ -148,7 +148,9 @@ def _checkpoints(epochs: int) -> tuple[int, ...]:
 def run_sweep_cmd(args) -> int:
     from dataclasses import replace
 
-    import torch
+    from radseal.extras import require
+
+    torch = require("torch", "paper", "radseal paper sweep")
 
     from radseal.io.dataset import resolve_data_dir
     from radseal.paper.sweep import PROTOCOLS

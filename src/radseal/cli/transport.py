@@ -537,7 +537,7 @@ def _outbox_purge(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from radseal.pipeline import DEFAULT_MAX_PIXELS
+    from radseal.image import DEFAULT_MAX_PIXELS
 
     serve = sub.add_parser(
         "serve",

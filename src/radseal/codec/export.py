@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+from radseal.extras import require
 
-from radseal.codec.errors import WeightsError
-from radseal.codec.model import CodecNet
-from radseal.codec.runtime import Runtime
-from radseal.codec.weights import register_model, weights_dir
+torch = require("torch", "train", "radseal export-codec")
+require("scipy", "train", "radseal export-codec")
+
+from radseal.codec.errors import WeightsError  # noqa: E402
+from radseal.codec.model import CodecNet  # noqa: E402
+from radseal.codec.runtime import Runtime  # noqa: E402
+from radseal.codec.weights import register_model, weights_dir  # noqa: E402
 
 #: The id of the model built from the current training recipe; bump it when the architecture changes.
 CURRENT_MODEL_ID = "rsc1-mshp-n128"

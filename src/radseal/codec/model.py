@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from radseal.extras import require
+
+torch = require("torch", "neural", "the neural hyperprior codec (rsc1)")
+F = torch.nn.functional
+nn = torch.nn
 
 #: Lambdas (rate-distortion trade-off, distortion = 255^2 * MSE on [0,1]) of the gain vectors.
 DEFAULT_LAMBDAS = (0.004, 0.012, 0.036, 0.11, 0.33, 1.0, 3.0)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 
-from radseal.codec.entropy import TableSet
-from radseal.codec.errors import WeightsError
-from radseal.codec.integer import ACT_BITS, IntegerHyperSynthesis
-from radseal.codec.layout import LATENT_STRIDE
-from radseal.codec.model import CodecNet
+from radseal.extras import require
+
+torch = require("torch", "neural", "the neural hyperprior codec (rsc1)")
+
+from radseal.codec.entropy import TableSet  # noqa: E402
+from radseal.codec.errors import WeightsError  # noqa: E402
+from radseal.codec.integer import ACT_BITS, IntegerHyperSynthesis  # noqa: E402
+from radseal.codec.layout import LATENT_STRIDE  # noqa: E402
+from radseal.codec.model import CodecNet  # noqa: E402
 
 TILE = 1024  # input pixels per tile side for g_a (latent: TILE/16 for g_s)
 HALO = 64  # pixels of context on each side of a tile

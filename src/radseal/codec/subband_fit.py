@@ -31,6 +31,10 @@ import numpy as np
 from radseal.codec import context, subband
 from radseal.codec.api import normalized
 from radseal.codec.entropy import quantize_pmf
+from radseal.extras import require
+
+# The fit runs on PyTorch: say so at import, before minutes of sample collection.
+require("torch", "train", "radseal fit-codec")
 
 
 @dataclass
@@ -107,7 +111,9 @@ def _laplace_mag_pmf(sigma: float, rounding: float, half: int) -> np.ndarray:
 
 def fit(samples: Samples, rounding: float, iterations: int = 300, lr: float = 0.05, threads: int = 2,
         log=print) -> dict[str, np.ndarray]:
-    import torch
+    from radseal.extras import require
+
+    torch = require("torch", "train", "radseal fit-codec")
 
     torch.set_num_threads(threads)
     cls, feats, mag, pos, weight = samples.arrays()

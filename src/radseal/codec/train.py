@@ -26,10 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from radseal.codec.errors import CodecError
-from radseal.codec.model import DEFAULT_LAMBDAS, CodecNet, rd_loss
+from radseal.extras import require
+
+torch = require("torch", "train", "radseal train-codec")
+
+from radseal.codec.errors import CodecError  # noqa: E402
+from radseal.codec.model import DEFAULT_LAMBDAS, CodecNet, rd_loss  # noqa: E402
 
 
 @dataclass

@@ -1,17 +1,22 @@
 """Diagnostic fidelity: the shipped pneumonia classifier, classifier metrics and plots.
 
-``Classifier`` and ``Prediction`` load lazily (they import torch), so the
-metrics can be used without paying for it.
+Everything loads lazily: the classifier runs in numpy (core install), the
+metrics need scikit-learn and the plots matplotlib (``radseal[evaluate]``).
 """
-
-from radseal.diagnosis.metrics import bootstrap_ci, classification_metrics
 
 __all__ = ["Classifier", "Prediction", "bootstrap_ci", "classification_metrics"]
 
+_HOMES = {
+    "Classifier": "radseal.diagnosis.classifier",
+    "Prediction": "radseal.diagnosis.classifier",
+    "bootstrap_ci": "radseal.diagnosis.metrics",
+    "classification_metrics": "radseal.diagnosis.metrics",
+}
+
 
 def __getattr__(name: str):
-    if name in ("Classifier", "Prediction"):
-        from radseal.diagnosis import classifier
+    if name in _HOMES:
+        import importlib
 
-        return getattr(classifier, name)
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'radseal.diagnosis' has no attribute {name!r}")

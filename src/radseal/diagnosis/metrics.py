@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn import metrics as skm
 
 from radseal.errors import RadsealError
+from radseal.extras import require
+
+skm = require("sklearn.metrics", "evaluate", "classifier metrics")
 
 
 class MetricsError(RadsealError):

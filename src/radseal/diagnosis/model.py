@@ -11,8 +11,12 @@ carry no signal.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import numpy as np
+
+from radseal.extras import require
+
+torch = require("torch", "train", "training the pneumonia classifier")
+nn = torch.nn
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
@@ -52,3 +56,28 @@ class PneumoniaNet(nn.Module):
         x = (x - mean) / std
         x = self.features(x)
         return self.head(x.mean(dim=(2, 3))).squeeze(1)
+
+
+def numpy_state(net: PneumoniaNet) -> dict[str, np.ndarray]:
+    """The network's tensors by name, as numpy arrays (what the shipped ``.npz`` holds)."""
+    return {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+
+
+def from_numpy_state(state: dict[str, np.ndarray], config: dict | None = None) -> PneumoniaNet:
+    """A :class:`PneumoniaNet` in eval mode with ``state`` (float tensors loaded as float32)."""
+    net = PneumoniaNet(**(config or {}))
+    tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v))
+               for k, v in state.items()}
+    net.load_state_dict(tensors)
+    return net.eval()
+
+
+@torch.no_grad()
+def torch_probabilities(net: PneumoniaNet, views: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Pneumonia probability of each ``(S, S)`` view with the PyTorch network (training, reference)."""
+    views = np.asarray(views, dtype=np.float32)
+    out = []
+    for i in range(0, len(views), batch_size):
+        x = torch.from_numpy(views[i : i + batch_size]).unsqueeze(1)
+        out.append(torch.sigmoid(net(x)).numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)

@@ -10,8 +10,9 @@ import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+from radseal.extras import require
 
+matplotlib = require("matplotlib", "evaluate", "classifier plots")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from radseal.diagnosis.classifier import WEIGHTS_DIR, WEIGHTS_FILE, Classifier
-from radseal.diagnosis.model import PneumoniaNet
-from radseal.diagnosis.view import DEFAULT_SIZE, load_views
-from radseal.io.dataset import Sample, list_samples, resolve_data_dir
+from radseal.extras import require
+
+torch = require("torch", "train", "radseal train-classifier")
+F = torch.nn.functional
+
+from radseal.diagnosis.classifier import WEIGHTS_DIR, WEIGHTS_FILE, Classifier, save_weights  # noqa: E402
+from radseal.diagnosis.model import PneumoniaNet, numpy_state, torch_probabilities  # noqa: E402
+from radseal.diagnosis.view import DEFAULT_SIZE, load_views  # noqa: E402
+from radseal.io.dataset import Sample, list_samples, resolve_data_dir  # noqa: E402
 
 
 @dataclass
@@ -80,8 +83,18 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1) ** gamma
 
 
+def _recorded_path(folder: Path) -> str:
+    """``folder`` as the record keeps it: relative to the checkout (``../shared/data/cxr``), or
+    just its name when it lies elsewhere, never an absolute path of the training machine."""
+    import os
+
+    repo = Path(__file__).resolve().parents[3]
+    rel = os.path.relpath(Path(folder).resolve(), repo)
+    return rel if not rel.startswith(os.pardir + os.sep + os.pardir) else Path(folder).name
+
+
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "train", "radseal train-classifier").roc_auc_score
 
     return float(roc_auc_score(y, p))
 
@@ -118,7 +131,6 @@ def train_classifier(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(fit) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15)
-    clf = Classifier(net, size=cfg.size)
     history, best = [], None
     bar = tqdm(range(cfg.epochs), desc="training classifier", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -137,7 +149,7 @@ def train_classifier(
             sched.step()
             losses.append(float(loss.detach()))
         net.eval()
-        p_val = clf.probabilities(x_val)
+        p_val = torch_probabilities(net, x_val)
         val_loss = float(F.binary_cross_entropy(torch.from_numpy(p_val).clamp(1e-6, 1 - 1e-6), torch.from_numpy(y_val).double()))
         row = {
             "epoch": epoch + 1,
@@ -155,7 +167,7 @@ def train_classifier(
     elapsed = time.time() - started
     info = {
         "command": command or " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]]),
-        "data": str(root),
+        "data": _recorded_path(root),
         "train_images": len(fit),
         "heldout_images": len(held),
         "heldout_files": [str(s.path.relative_to(root)) for s in held],
@@ -169,10 +181,11 @@ def train_classifier(
         "machine": platform.machine(),
         "view": "centred square crop, resized (area filter) to size x size, see radseal.diagnosis.view",
     }
-    clf.info = {k: info[k] for k in ("command", "train_images", "heldout_images", "selected_epoch", "seconds")}
+    clf_info = {k: info[k] for k in ("command", "train_images", "heldout_images", "selected_epoch", "seconds")}
     out.mkdir(parents=True, exist_ok=True)
-    weights = clf.save(out / WEIGHTS_FILE)
-    # Score the held-out fifth again with the float16 weights as shipped.
+    weights = save_weights(out / WEIGHTS_FILE, numpy_state(net), net.config, cfg.size, 0.5, clf_info)
+    info["weights_file"] = WEIGHTS_FILE
+    # Score the held-out fifth again with the float16 weights as shipped, by the numpy inference.
     shipped = Classifier.load(weights)
     p_shipped = shipped.probabilities(x_val)
     info["heldout_shipped_weights"] = {"auc": _auc(y_val, p_shipped), "accuracy": float(np.mean((p_shipped >= 0.5) == y_val))}

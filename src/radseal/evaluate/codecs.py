@@ -169,7 +169,9 @@ def paper_codec() -> CodecUnderTest:
     shape so the reconstruction can be put back at native resolution
     (un-padded, resized with a bilinear filter) for PSNR and the classifier.
     """
-    import torch
+    from radseal.extras import require
+
+    torch = require("torch", "paper", "evaluating the paper's autoencoder")
 
     from radseal.io.dataset import fixed_size
     from radseal.paper.autoencoder import INPUT_SIZE, load_autoencoder, shipped_weights_path

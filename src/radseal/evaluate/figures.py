@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+from radseal.extras import require
 
+matplotlib = require("matplotlib", "evaluate", "the evaluation report's figures")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

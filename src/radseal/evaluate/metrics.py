@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
-from scipy.ndimage import convolve1d
+
+# SciPy (radseal[evaluate]) is imported where it is used: psnr and mse serve the core
+# install too (encode --preserve-diagnosis, demo), which has no SciPy.
 
 # Wang, Simoncelli & Bovik 2003: the five scale weights of MS-SSIM.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -55,6 +56,8 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 
 
 def _filter_valid(x: np.ndarray, win: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import convolve1d
+
     r = len(win) // 2
     y = convolve1d(convolve1d(x, win, axis=0, mode="reflect"), win, axis=1, mode="reflect")
     return y[r:-r, r:-r] if min(x.shape) > 2 * r else y
@@ -128,6 +131,8 @@ def bd_rate(rate_ref, quality_ref, rate_test, quality_test) -> float:
     if hi <= lo:
         return math.nan
     grid = np.linspace(lo, hi, 200)
+    from scipy.interpolate import PchipInterpolator
+
     diff = PchipInterpolator(q_test, lr_test)(grid) - PchipInterpolator(q_ref, lr_ref)(grid)
     avg = np.trapezoid(diff, grid) / (hi - lo)
     return float((math.exp(avg) - 1.0) * 100.0)

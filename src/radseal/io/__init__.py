@@ -6,9 +6,27 @@ from pathlib import Path
 
 from radseal.errors import ImageReadError, ImageWriteError
 from radseal.image import Image
-from radseal.io.dicom import looks_like_dicom, read_dicom, to_dataset, write_dicom
 from radseal.io.files import atomic_write, check_output, check_outputs, read_regular_file
-from radseal.io.raster import encode_png, read_raster, write_png
+
+# radseal.io.dicom (pydicom) and radseal.io.raster (Pillow) load on first use: radseal.io.files
+# serves key files and containers too, and those commands should not pay for a DICOM stack.
+_LAZY = {
+    "looks_like_dicom": "radseal.io.dicom",
+    "read_dicom": "radseal.io.dicom",
+    "to_dataset": "radseal.io.dicom",
+    "write_dicom": "radseal.io.dicom",
+    "encode_png": "radseal.io.raster",
+    "read_raster": "radseal.io.raster",
+    "write_png": "radseal.io.raster",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'radseal.io' has no attribute {name!r}")
 
 __all__ = [
     "read_image",
@@ -40,6 +58,9 @@ def read_image(path: str | Path) -> Image:
     Raises :class:`radseal.errors.ImageReadError` with a message that names
     the file and the problem.
     """
+    from radseal.io.dicom import looks_like_dicom, read_dicom
+    from radseal.io.raster import read_raster
+
     path = Path(path)
     data = read_regular_file(path, MAX_FILE_BYTES, "image file", ImageReadError)
     if not data:
@@ -57,6 +78,9 @@ def read_image(path: str | Path) -> Image:
 
 def write_image(img: Image, path: str | Path, *, replace: bool = True) -> Path:
     """Write by extension: .dcm/.dicom as DICOM, .png as PNG (``replace=False``: never over an existing file)."""
+    from radseal.io.dicom import write_dicom
+    from radseal.io.raster import write_png
+
     suffix = Path(path).suffix.lower()
     if suffix in (".dcm", ".dicom"):
         return write_dicom(img, path, replace=replace)

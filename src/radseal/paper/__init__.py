@@ -4,4 +4,11 @@
 breaks; hazardous, reproduction only), ``classifier`` (the paper's CNN),
 ``roundtrip`` (one image through the pipeline), ``sweep`` (the 16
 permutations). See docs/paper.md.
+
+Everything here needs ``radseal[paper]`` (PyTorch); importing the package
+without it is one clear error, not a traceback.
 """
+
+from radseal.extras import require
+
+require("torch", "paper", "the 2022 paper's autoencoder and cipher")

@@ -77,6 +77,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from radseal.extras import MissingExtraError
 from radseal.image import Image
 from radseal.io.derived import derived_dataset, message_uid_seed, uncompressed_bytes
 from radseal.io.dicom import encode_dicom
@@ -236,6 +237,8 @@ class Receiver:
             try:
                 with self._decode_slots:
                     result = self.open_image(data, self.keys, self.trusted, codec=self.codec)
+            except MissingExtraError as exc:  # our own message: names the extra, nothing from the body
+                raise Rejected(422, "undecodable", f"authentic message could not be decoded here: {exc}") from None
             except Exception as exc:  # the codec's errors are many; the message stays archived
                 raise Rejected(422, "undecodable", f"authentic message could not be decoded ({type(exc).__name__})") from None
             image: Image = result.image
