@@ -584,3 +584,25 @@ def test_a_file_named_dcm_that_is_not_dicom_says_so(content, tmp_path):
     path.write_bytes(content)
     with pytest.raises(ImageReadError, match="not a DICOM file"):
         read_image(path)
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "1", "RGB", "P"])
+def test_complete_pngs_pass_the_completeness_check(mode, tmp_path):
+    """The check that refuses cut PNGs accepts whole ones of every kind, including image data over 1 MiB."""
+    from PIL import Image as PILImage
+
+    from radseal.io.raster import _check_png_complete
+
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        pil = PILImage.fromarray(rng.integers(0, 65535, (700, 900)).astype(np.uint16))
+    elif mode == "1":
+        pil = PILImage.fromarray(rng.random((37, 53)) > 0.5)
+    else:
+        pil = PILImage.fromarray(rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    pil.save(buf, "PNG")
+    (tmp_path / "ok.png").write_bytes(buf.getvalue())
+    _check_png_complete(tmp_path / "ok.png", buf.getvalue())  # raises ImageReadError if it finds rows missing
+    if mode in ("L", "I;16"):
+        assert np.array_equal(read_image(tmp_path / "ok.png").pixels, np.asarray(pil))
