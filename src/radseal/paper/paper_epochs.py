@@ -176,6 +176,8 @@ def run_paper_epochs(
     ae_tr, ae_val = pool[tr], pool[va]
     cls_idx = _select(y_train, protocol.classifier_train_images, protocol.seed + 1)
     test_idx = _select(y_test, protocol.test_images, protocol.seed + 2)
+    if len(ae_tr) == 0 or len(ae_val) == 0 or len(np.unique(y_test[test_idx])) < 2:
+        raise RadsealError(f"{data_dir}: too few images for protocol {protocol.name} (needs {protocol.ae_train_images} + {protocol.val_images} in train/, both classes in test/)")
     indices = {"ae_train": ae_tr.tolist(), "ae_val": ae_val.tolist(), "classifier_train": cls_idx.tolist(), "test": test_idx.tolist()}
     fingerprint = _fingerprint(protocol, indices)
 
