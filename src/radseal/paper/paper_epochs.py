@@ -104,7 +104,7 @@ class EpochsProtocol:
 # 3-layer epoch over 48 images at nice 19; docs/paper.md).
 PAPER_EPOCHS = EpochsProtocol("paper-epochs", (10, 25, 50), 80, 20, 64, None, 8, 25)
 # Tests: a few images, stages of one and two epochs.
-PAPER_EPOCHS_SMOKE = EpochsProtocol("paper-epochs-smoke", (1, 2), 4, 2, 6, 6, 2, 2)
+PAPER_EPOCHS_SMOKE = EpochsProtocol("paper-epochs-smoke", (1, 2), 2, 2, 4, 4, 2, 1)
 EPOCH_PROTOCOLS = {p.name: p for p in (PAPER_EPOCHS, PAPER_EPOCHS_SMOKE)}
 
 
