@@ -70,7 +70,7 @@ def register(sub) -> None:
             "paper's 50 epochs on all data (needs an accelerator or hours); the default 'reduced' "
             "protocol fits in about 35 minutes on two CPU cores; --smoke runs two permutations for a "
             "few seconds. --protocol paper-epochs trains instead the paper's three detailed cases to 10, 25 and "
-            "50 epochs on 100 of the train/ images, saving its state after every epoch: run again with the same "
+            "50 epochs on 60 of the train/ images (64 others for the classifier), saving its state after every epoch: run again with the same "
             "OUT, it continues where it stopped (see docs/paper.md)."
         ),
         epilog=(
