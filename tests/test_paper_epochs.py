@@ -45,6 +45,7 @@ def _numbers(summary: dict) -> list:
 TWO_CASES = replace(PAPER_EPOCHS_SMOKE, cases=("case2", "case1"))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_numbers(tiny_cxr, tmp_path):
     whole = run_paper_epochs(tiny_cxr, tmp_path / "whole", TWO_CASES, command="c", progress=False)
     assert whole["complete"] and whole["epochs_done"] == 4
@@ -75,6 +76,7 @@ def test_a_run_folder_of_another_protocol_is_not_continued(tiny_cxr, tmp_path):
         run_paper_epochs(tiny_cxr, out, replace(PAPER_EPOCHS_SMOKE, batch_size=1), command="c", progress=False)
 
 
+@pytest.mark.slow
 def test_cli_paper_epochs_smoke_and_resume_with_the_paper_tables_beside_ours(tiny_cxr, tmp_path, capsys):
     out = tmp_path / "pe"
     args = ["paper", "sweep", "--protocol", "paper-epochs", "--smoke", "--data", str(tiny_cxr), "--out", str(out), "--no-progress", "--threads", "1"]

@@ -296,6 +296,7 @@ def collect(run_dir: str | Path) -> dict:
     if reference is not None:
         unit_seconds += reference.get("seconds", 0.0)
     progress_lines = (run_dir / "progress.jsonl").read_text().splitlines() if (run_dir / "progress.jsonl").exists() else []
+    wall = _wall_seconds(info["sessions"], progress_lines)
     final = max(protocol["stages"])
     complete = all(c["epochs_done"] >= final and str(final) in c["classifier"] for c in cases) and reference is not None
     return {
@@ -308,10 +309,25 @@ def collect(run_dir: str | Path) -> dict:
         "epochs_done": epochs_done,
         "epochs_planned": final * len(cases),
         "seconds_in_units": round(unit_seconds, 1),
+        "wall_seconds_first_start_to_last_unit": wall,
         "first_and_last_unit": [json.loads(progress_lines[0]).get("time"), json.loads(progress_lines[-1]).get("time")] if progress_lines else None,
         "reference_classifier_on_originals": reference,
         "cases": cases,
     }
+
+
+def _wall_seconds(sessions: list, progress_lines: list[str]) -> float | None:
+    """From the first session's start to the last logged unit (same UTC day, or the next)."""
+    import datetime as dt
+
+    if not sessions or not progress_lines:
+        return None
+    start = dt.datetime.strptime(sessions[0]["started"][:19], "%Y-%m-%d %H:%M:%S")
+    last = dt.datetime.strptime(json.loads(progress_lines[-1])["time"], "%H:%M:%S").time()
+    end = dt.datetime.combine(start.date(), last)
+    if end < start:
+        end += dt.timedelta(days=1)
+    return (end - start).total_seconds()
 
 
 def write_summary(run_dir: str | Path, results_dir: str | Path, stem: str = STEM, extra: dict | None = None) -> dict:
@@ -350,14 +366,17 @@ def markdown_report(s: dict) -> str:
         "",
         f"Command: `{s['command']}`",
         "",
-        f"Status: {state}. Time inside the units of work (training epochs, validation, classifier runs): "
-        f"{s['seconds_in_units'] / 60:.1f} min; first and last unit logged at {s['first_and_last_unit']} (UTC clock of the machine).",
+        f"Status: {state}. Wall time from the first start to the last completed unit: "
+        + (f"{s['wall_seconds_first_start_to_last_unit'] / 60:.1f} min" if s.get("wall_seconds_first_start_to_last_unit") is not None else "n/a")
+        + f" (started {s['sessions'][0]['started'] if s['sessions'] else 'n/a'}, {len(s['sessions'])} session(s)); "
+        f"time inside the units of work (training epochs with validation, classifier runs): {s['seconds_in_units'] / 60:.1f} min.",
         "",
         f"Data: `{d['dir']}`. Autoencoder trained on {d['autoencoder_train']} of the {d['train_images_available']} `train/` images "
         f"(stratified), validated on {d['validation (held out from train/)']} other `train/` images, batch {p['batch_size']}, seed {p['seed']}. "
         f"Classifier ({p['classifier_epochs']} epochs) trained on {d['classifier_train (none of them seen by the autoencoder)']} other `train/` images (none used by the autoencoder, as in the paper) and scored on {d['test']} `test/` images, "
         "both as the receiver decodes them (encoder -> E = Z^2 + K^2 -> sqrt(E - K^2) -> decoder, one fixed key image). "
-        "One model per case; 10 and 25 are checkpoints of the 50-epoch run. Pixel values in [0, 1].",
+        f"In all {d['autoencoder_train'] + d['validation (held out from train/)'] + d['classifier_train (none of them seen by the autoencoder)']} of the {d['train_images_available']} `train/` images are used. "
+        f"One model per case; the earlier stages ({', '.join(str(x) for x in stages[:-1])}) are checkpoints of the {max(stages)}-epoch run. Pixel values in [0, 1].",
         "",
     ]
     ref = s["reference_classifier_on_originals"]
