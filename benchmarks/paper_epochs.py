@@ -18,6 +18,7 @@ import sys
 import torch
 
 from radseal.io.dataset import resolve_data_dir
+from radseal.paper.data import data_label
 from radseal.paper.paper_epochs import EPOCH_PROTOCOLS, run_paper_epochs, write_summary
 
 
@@ -39,7 +40,7 @@ def main() -> int:
     if args.data:
         command += f" --data {args.data}"
     data = resolve_data_dir(args.data)
-    s = run_paper_epochs(data, args.out, EPOCH_PROTOCOLS[args.protocol], command=command, data_label=args.data or "../shared/data/cxr")
+    s = run_paper_epochs(data, args.out, EPOCH_PROTOCOLS[args.protocol], command=command, data_label=data_label(args.data))
     print(f"{s['epochs_done']} of {s['epochs_planned']} epochs; complete: {s['complete']}")
     return 0
 

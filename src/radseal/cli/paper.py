@@ -154,6 +154,7 @@ def run_sweep_cmd(args) -> int:
     import torch
 
     from radseal.io.dataset import resolve_data_dir
+    from radseal.paper.data import data_label
     from radseal.paper.sweep import PROTOCOLS
 
     torch.set_num_threads(max(1, args.threads))
@@ -168,7 +169,7 @@ def run_sweep_cmd(args) -> int:
     from radseal.paper.sweep import run_sweep
 
     command = "radseal paper sweep " + _args_text(args)  # rebuilt from the parsed options: exact and reproducible
-    result = run_sweep(data, args.out, protocol, command=command, progress=not args.no_progress)
+    result = run_sweep(data, args.out, protocol, command=command, progress=not args.no_progress, data_label=data_label(args.data))
     print(f"paper sweep ({protocol.name}): {len(result['runs'])} permutations in {result['seconds_total'] / 60:.1f} min")
     print(f"  wrote {Path(args.out) / 'paper_sweep.md'} (+ .json and paper_sweep_*.png)")
     for r in result["runs"]:
@@ -179,6 +180,7 @@ def run_sweep_cmd(args) -> int:
 
 def _run_paper_epochs(args) -> int:
     from radseal.io.dataset import resolve_data_dir
+    from radseal.paper.data import data_label
     from radseal.paper.paper_epochs import PAPER_EPOCHS, PAPER_EPOCHS_SMOKE, run_paper_epochs
 
     if args.epochs is not None:
@@ -186,7 +188,7 @@ def _run_paper_epochs(args) -> int:
     data = resolve_data_dir(args.data)
     command = "radseal paper sweep " + _args_text(args)
     protocol = PAPER_EPOCHS_SMOKE if args.smoke else PAPER_EPOCHS
-    s = run_paper_epochs(data, args.out, protocol, command=command, data_label=args.data or "../shared/data/cxr", progress=not args.no_progress)
+    s = run_paper_epochs(data, args.out, protocol, command=command, data_label=data_label(args.data), progress=not args.no_progress)
     print(f"paper epochs: {s['epochs_done']} of {s['epochs_planned']} epochs done; complete: {s['complete']}")
     print(f"  wrote {Path(args.out) / 'paper_epochs.md'} (+ .json, progress.jsonl, state/)")
     return 0
