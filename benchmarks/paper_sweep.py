@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from radseal.io.dataset import resolve_data_dir
+from radseal.paper.data import data_label
 from radseal.paper.sweep import PROTOCOLS, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     command = "nice -n 5 .venv/bin/python benchmarks/paper_sweep.py " + " ".join(sys.argv[1:])
-    result = run_sweep(resolve_data_dir(args.data), args.out, PROTOCOLS[args.protocol], command=command.strip())
+    result = run_sweep(resolve_data_dir(args.data), args.out, PROTOCOLS[args.protocol], command=command.strip(), data_label=data_label(args.data))
     print(f"{len(result['runs'])} permutations in {result['seconds_total'] / 60:.1f} min -> {args.out}/paper_sweep.md")
     return 0
 

@@ -73,3 +73,69 @@ def test_roundtrip_reports_real_sizes_and_writes_outputs(rg1_path, rg3_path, tmp
     for name in ("original.png", "retrieved.png", "fig5.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert not list(out.glob("*.part"))
+
+
+@pytest.mark.parametrize("variant,formula", [("squares", "E = Z^2 + K^2"), ("square-of-sum", "E = (Z + K)^2")])
+def test_each_cipher_variant_refuses_without_the_insecure_flag(variant, formula, rg1_path, rg3_path, tmp_path, capsys):
+    out = tmp_path / "rt"
+    code = main(["paper", "roundtrip", str(rg1_path), "--key-image", str(rg3_path), "--cipher", variant, "--out", str(out)])
+    assert code != 0
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--insecure-paper-cipher" in line and formula in line
+    assert not out.exists()
+
+
+def test_unknown_cipher_variant_is_a_usage_error(rg1_path, rg3_path, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["paper", "roundtrip", str(rg1_path), "--key-image", str(rg3_path), "--cipher", "xor", "--insecure-paper-cipher", "--out", str(tmp_path / "o")])
+    assert exc.value.code != 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def _png(path, seed: int):
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    px = (rng.random((120, 100)) * 60 + np.linspace(40, 180, 100)[None, :]).astype(np.uint8)
+    PILImage.fromarray(px).save(path)
+    return path
+
+
+def _roundtrip(tmp_path, capsys, variant: str, extra: list[str] = ()) -> tuple[str, str, np.ndarray]:
+    image, key = _png(tmp_path / "x.png", 1), _png(tmp_path / "k.png", 2)
+    out = tmp_path / f"rt-{variant}"
+    code = main(["paper", "roundtrip", str(image), "--key-image", str(key), "--insecure-paper-cipher", "--cipher", variant, "--out", str(out), *extra])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out, captured.err, np.load(out / "encrypted_latent.npy")
+
+
+def test_roundtrip_square_of_sum_runs_and_sends_the_square_of_the_sum(tmp_path, capsys):
+    text, err, e_sum = _roundtrip(tmp_path, capsys, "square-of-sum")
+    assert "E = (Z + K)^2" in err and "NOT encryption" in err
+    assert "square-of-sum: E = (Z + K)^2, decrypted as Z = sqrt(E) - K" in text
+    assert "sign lost" not in text  # the shipped ReLU model: Z, K >= 0, both readings invert
+    _, _, e_sq = _roundtrip(tmp_path, capsys, "squares")
+    # Same image, key and model: (Z + K)^2 = Z^2 + K^2 + 2ZK >= Z^2 + K^2, larger wherever Z and K are both > 0.
+    assert e_sum.shape == e_sq.shape
+    assert (e_sum >= e_sq - 1e-4).all() and (e_sum > e_sq + 1e-3).any()
+    mse = float(re.search(r"MSE / MAE\s+([\d.]+)", text).group(1))
+    assert 0 < mse < 0.1
+
+
+def test_roundtrip_reports_where_each_variant_loses_the_sign(tmp_path, capsys):
+    import torch
+
+    from radseal.paper.autoencoder import AutoencoderConfig, PaperAutoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    weights = save_autoencoder(PaperAutoencoder(AutoencoderConfig(3, "tanh")), tmp_path / "tanh.pt")
+    shares = {}
+    for variant, where in (("squares", "Z < 0"), ("square-of-sum", "Z + K < 0")):
+        text, _, _ = _roundtrip(tmp_path, capsys, variant, ["--weights", str(weights)])
+        m = re.search(r"sign lost on ([\d.]+) % of the latent \(([^)]*)\)", text)
+        assert m, text
+        assert m.group(2) == where
+        shares[variant] = float(m.group(1))
+    assert 0 < shares["square-of-sum"] and 0 < shares["squares"] < 100

@@ -61,3 +61,13 @@ def test_sweep_without_data_is_a_one_line_error(tmp_path, capsys):
     code = main(["paper", "sweep", "--smoke", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
     assert code != 0
     assert capsys.readouterr().err.strip().startswith("radseal: error: ")
+
+
+def test_runs_record_the_data_folder_as_given_not_as_an_absolute_path(monkeypatch):
+    from radseal.paper.data import data_label
+
+    monkeypatch.delenv("RADSEAL_DATA", raising=False)
+    assert data_label(None) == "../shared/data/cxr"
+    assert data_label("data/cxr") == "data/cxr"
+    monkeypatch.setenv("RADSEAL_DATA", "elsewhere/cxr")
+    assert data_label(None) == "elsewhere/cxr"

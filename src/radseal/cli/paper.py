@@ -45,7 +45,8 @@ def register(sub) -> None:
         help="encode, 'encrypt', decrypt and decode one image; print sizes and errors",
         description=(
             "Run one image through the paper's pipeline with a key image: encoder -> E = Z^2 + K^2 -> "
-            "Z = sqrt(E - K^2) -> decoder. Prints the size of the encrypted latent as it would be sent "
+            "Z = sqrt(E - K^2) -> decoder (--cipher squares, the paper's algorithm box; the default), or "
+            "E = (Z + K)^2 -> Z = sqrt(E) - K (--cipher square-of-sum, the paper's prose). Prints the size of the encrypted latent as it would be sent "
             "(float32 values) against the input file, its pixels and the 200x200 8-bit network input, "
             "the expansion factor, MSE/MAE/PSNR (pixel values in [0, 1]) and timings, and writes "
             "original.png, retrieved.png, encrypted_latent.npy and fig5.png to OUT. Refuses to run "
@@ -54,13 +55,20 @@ def register(sub) -> None:
         epilog=(
             "examples:\n"
             "  radseal paper roundtrip chest.dcm --key-image other.jpeg --insecure-paper-cipher\n"
-            "  radseal paper roundtrip x.png --key-image k.png --insecure-paper-cipher --out rt --weights my.pt"
+            "  radseal paper roundtrip x.png --key-image k.png --insecure-paper-cipher --out rt --weights my.pt\n"
+            "  radseal paper roundtrip x.png --key-image k.png --insecure-paper-cipher --cipher square-of-sum"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("image", help="image to send (DICOM, PNG, JPEG or TIFF)")
     r.add_argument("--key-image", required=True, help="the second image whose encoding is the key K")
     r.add_argument("--insecure-paper-cipher", action="store_true", help="acknowledge that the paper's cipher is insecure and run it")
+    r.add_argument(
+        "--cipher",
+        choices=("squares", "square-of-sum"),
+        default="squares",
+        help="which reading of the paper's cipher: squares, E = Z^2 + K^2 (default), or square-of-sum, E = (Z + K)^2",
+    )
     r.add_argument("--weights", default=None, help="paper autoencoder weights (default: the shipped 3-layer ReLU model)")
     r.add_argument("--out", default="radseal-paper-roundtrip", help="output folder (default: ./radseal-paper-roundtrip)")
     r.add_argument("--force", action="store_true", help="replace the outputs of an earlier run in OUT")
@@ -76,21 +84,29 @@ def register(sub) -> None:
             "PNG figures (loss curves, ROC, confusion matrices, Fig. 5-like). --protocol full is the "
             "paper's 50 epochs on all data (needs an accelerator or hours); the default 'reduced' "
             "protocol fits in about 35 minutes on two CPU cores; --smoke runs two permutations for a "
-            "few seconds."
+            "few seconds. --protocol paper-epochs trains instead the paper's three detailed cases to 10, 25 and "
+            "50 epochs on 60 of the train/ images (64 others for the classifier), saving its state after every epoch: run again with the same "
+            "OUT, it continues where it stopped (see docs/paper.md)."
         ),
         epilog=(
             "examples:\n"
             "  radseal paper sweep --out docs/results\n"
             "  radseal paper sweep --protocol full --data ../shared/data/cxr --out runs/sweep-full\n"
-            "  radseal paper sweep --smoke --out /tmp/sweep"
+            "  radseal paper sweep --smoke --out /tmp/sweep\n"
+            "  nice -n 19 radseal paper sweep --protocol paper-epochs --threads 1 --out runs/paper-epochs"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--data", default=None, help="data folder with train/ and test/ (default: ../shared/data/cxr)")
     s.add_argument("--out", default="radseal-paper-sweep", help="output folder (default: ./radseal-paper-sweep)")
-    s.add_argument("--protocol", choices=("reduced", "full"), default="reduced", help="reduced (default) or the paper's full protocol")
+    s.add_argument(
+        "--protocol",
+        choices=("reduced", "full", "paper-epochs"),
+        default="reduced",
+        help="reduced (default), the paper's full protocol, or paper-epochs (the three detailed cases at 10/25/50 epochs, resumable)",
+    )
     s.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs (checkpoints at 1/5, 1/2 and all of them)")
-    s.add_argument("--smoke", action="store_true", help="two permutations, one epoch, a few images (for CI)")
+    s.add_argument("--smoke", action="store_true", help="two permutations, one epoch, a few images (for CI); with --protocol paper-epochs: the three cases to 1 and 2 epochs")
     s.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.add_argument("--force", action="store_true", help="replace the paper_sweep.* files of an earlier sweep in OUT")
@@ -102,13 +118,15 @@ def _fmt_bytes(n: int) -> str:
 
 
 def run_roundtrip_cmd(args) -> int:
+    from radseal.paper.insecure_cipher import FORMULAS
+
     if not args.insecure_paper_cipher:
         raise InsecureCipherRefused(
-            "the paper's cipher (E = Z^2 + K^2) is insecure; pass --insecure-paper-cipher to run it for reproduction only"
+            f"the paper's cipher ({FORMULAS[args.cipher]}) is insecure; pass --insecure-paper-cipher to run it for reproduction only"
         )
     from radseal.io import read_image
     from radseal.paper.autoencoder import load_autoencoder, shipped_weights_path
-    from radseal.paper.insecure_cipher import WARNING
+    from radseal.paper.insecure_cipher import DECRYPTIONS, warning
     from radseal.paper.roundtrip import run_roundtrip, save_outputs
 
     image_path, key_path = Path(args.image), Path(args.key_image)
@@ -116,8 +134,8 @@ def run_roundtrip_cmd(args) -> int:
     img, key = read_image(image_path), read_image(key_path)
     weights = Path(args.weights) if args.weights else shipped_weights_path()
     model, _ = load_autoencoder(weights)
-    print(WARNING, file=sys.stderr)  # after the inputs load, so a bad input stays a one-line error
-    result = run_roundtrip(model, img, key)
+    print(warning(args.cipher), file=sys.stderr)  # after the inputs load, so a bad input stays a one-line error
+    result = run_roundtrip(model, img, key, args.cipher)
     paths = save_outputs(result, args.out, f"{image_path.name} (key: {key_path.name})")
     m = result.metrics()
     c, h, w = result.encrypted_latent.shape
@@ -125,6 +143,7 @@ def run_roundtrip_cmd(args) -> int:
     print("radseal paper roundtrip (the paper's INSECURE cipher)")
     print(f"  image             {image_path}  {img.width}x{img.height}, {img.bits_stored} bits stored")
     print(f"  key image         {key_path}")
+    print(f"  cipher            {args.cipher}: {FORMULAS[args.cipher]}, decrypted as {DECRYPTIONS[args.cipher]}")
     print(f"  weights           {weights} ({model.config.depth}-layer, {model.config.activation})")
     print(f"  input file        {_fmt_bytes(file_bytes)}")
     print(f"  input pixels      {_fmt_bytes(img.raw_bytes)} ({img.width}x{img.height} at {img.pixels.itemsize} byte(s) per pixel)")
@@ -134,7 +153,8 @@ def run_roundtrip_cmd(args) -> int:
     print(f"  MSE / MAE         {m['mse']:.5f} / {m['mae']:.5f} (pixel values in [0, 1], at 200x200)")
     print(f"  PSNR              {m['psnr_db']:.2f} dB (peak 1)")
     if result.latent_sign_lost:
-        print("  note              the latent had negative values; sqrt(E - K^2) returned their magnitudes (sign lost)")
+        where = "Z < 0" if args.cipher == "squares" else "Z + K < 0"
+        print(f"  note              sign lost on {100 * result.sign_lost_fraction:.1f} % of the latent ({where}): the square root cannot restore it")
     t = result.seconds
     print(f"  time              encode+encrypt {t['encode_encrypt'] * 1000:.0f} ms, decrypt+decode {t['decrypt_decode'] * 1000:.0f} ms, resize {t['preprocess'] * 1000:.0f} ms")
     print(f"  wrote             {', '.join(str(p) for p in paths.values())}")
@@ -153,9 +173,12 @@ def run_sweep_cmd(args) -> int:
     torch = require("torch", "paper", "radseal paper sweep")
 
     from radseal.io.dataset import resolve_data_dir
+    from radseal.paper.data import data_label
     from radseal.paper.sweep import PROTOCOLS
 
     torch.set_num_threads(max(1, args.threads))
+    if args.protocol == "paper-epochs":
+        return _run_paper_epochs(args)
     protocol = PROTOCOLS["smoke" if args.smoke else args.protocol]
     if args.epochs is not None:
         if args.epochs < 1:
@@ -166,12 +189,28 @@ def run_sweep_cmd(args) -> int:
     from radseal.paper.sweep import run_sweep
 
     command = "radseal paper sweep " + _args_text(args)  # rebuilt from the parsed options: exact and reproducible
-    result = run_sweep(data, args.out, protocol, command=command, progress=not args.no_progress)
+    result = run_sweep(data, args.out, protocol, command=command, progress=not args.no_progress, data_label=data_label(args.data))
     print(f"paper sweep ({protocol.name}): {len(result['runs'])} permutations in {result['seconds_total'] / 60:.1f} min")
     print(f"  wrote {Path(args.out) / 'paper_sweep.md'} (+ .json and paper_sweep_*.png)")
     for r in result["runs"]:
         last = r["history"][-1]
         print(f"  {r['name']:<28} val MSE {last.get('val_mse', float('nan')):.4f}  test acc {r['classifier']['test']['accuracy']:.3f}  AUC {r['classifier']['test']['auc'] or float('nan'):.3f}")
+    return 0
+
+
+def _run_paper_epochs(args) -> int:
+    from radseal.io.dataset import resolve_data_dir
+    from radseal.paper.data import data_label
+    from radseal.paper.paper_epochs import PAPER_EPOCHS, PAPER_EPOCHS_SMOKE, run_paper_epochs
+
+    if args.epochs is not None:
+        raise RadsealError("--epochs does not apply to --protocol paper-epochs (its epochs are the paper's 10, 25 and 50)")
+    data = resolve_data_dir(args.data)
+    command = "radseal paper sweep " + _args_text(args)
+    protocol = PAPER_EPOCHS_SMOKE if args.smoke else PAPER_EPOCHS
+    s = run_paper_epochs(data, args.out, protocol, command=command, data_label=data_label(args.data), progress=not args.no_progress)
+    print(f"paper epochs: {s['epochs_done']} of {s['epochs_planned']} epochs done; complete: {s['complete']}")
+    print(f"  wrote {Path(args.out) / 'paper_epochs.md'} (+ .json, progress.jsonl, state/)")
     return 0
 
 

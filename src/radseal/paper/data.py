@@ -61,3 +61,14 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         return np.arange(len(y))
     keep, _ = holdout_split(y, 1 - n / len(y), seed)
     return keep
+
+
+def data_label(data_arg: str | None) -> str:
+    """How a run records its data folder: as the user gave it, never as this machine's absolute path.
+
+    ``--data`` as given; else ``$RADSEAL_DATA`` as set; else the default ``../shared/data/cxr``
+    (which ``resolve_data_dir`` looks up beside the checkout).
+    """
+    if data_arg:
+        return data_arg
+    return os.environ.get("RADSEAL_DATA") or "../shared/data/cxr"

@@ -29,8 +29,10 @@ class RoundtripResult:
     original: np.ndarray  # 200x200 float32 in [0, 1]
     encrypted_latent: np.ndarray  # (C, 50, 50) float32: E as sent
     retrieved: np.ndarray  # 200x200 float32 in [0, 1]
-    latent_sign_lost: bool  # True when Z had negative values (sqrt cannot restore them)
+    latent_sign_lost: bool  # True when decryption could not restore some values of Z (see sign_lost_fraction)
     seconds: dict = field(default_factory=dict)
+    cipher: str = insecure_cipher.DEFAULT_VARIANT
+    sign_lost_fraction: float = 0.0  # share of latent values the cipher's square root returned wrongly
 
     @property
     def sent_bytes(self) -> int:
@@ -45,17 +47,17 @@ class RoundtripResult:
         return {"mse": mse(a, b), "mae": mae(a, b), "psnr_db": psnr(a, b, 1.0)}
 
 
-def run_roundtrip(model: PaperAutoencoder, image: Image, key_image: Image) -> RoundtripResult:
-    """The paper's steps a-g on one image with a key image, timed."""
+def run_roundtrip(model: PaperAutoencoder, image: Image, key_image: Image, cipher: str = insecure_cipher.DEFAULT_VARIANT) -> RoundtripResult:
+    """The paper's steps a-g on one image with a key image, timed; ``cipher`` names the variant."""
     t0 = time.perf_counter()
     x, k = fixed_size(image, INPUT_SIZE), fixed_size(key_image, INPUT_SIZE)
-    result = roundtrip_arrays(model, x, k)
+    result = roundtrip_arrays(model, x, k, cipher)
     result.seconds = {"preprocess": time.perf_counter() - t0 - sum(result.seconds.values()), **result.seconds}
     return result
 
 
 @torch.no_grad()
-def roundtrip_arrays(model: PaperAutoencoder, image: np.ndarray, key_image: np.ndarray) -> RoundtripResult:
+def roundtrip_arrays(model: PaperAutoencoder, image: np.ndarray, key_image: np.ndarray, cipher: str = insecure_cipher.DEFAULT_VARIANT) -> RoundtripResult:
     """Steps a-g on two fixed-size float arrays in [0, 1]."""
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
@@ -63,17 +65,20 @@ def roundtrip_arrays(model: PaperAutoencoder, image: np.ndarray, key_image: np.n
     t1 = time.perf_counter()
     z = model.encode(x)
     k = model.encode(k_img)
-    e = insecure_cipher.encrypt(z, k)
+    e = insecure_cipher.encrypt(z, k, cipher)
     t2 = time.perf_counter()
-    z_dec = insecure_cipher.decrypt(e, k)
+    z_dec = insecure_cipher.decrypt(e, k, cipher)
     x_hat = model.decode(z_dec)
     t3 = time.perf_counter()
+    lost = insecure_cipher.sign_lost(z, k, cipher)
     return RoundtripResult(
         original=x[0, 0].numpy(),
         encrypted_latent=e[0].numpy().astype(np.float32),
         retrieved=x_hat[0, 0].numpy(),
-        latent_sign_lost=bool((z < 0).any()),
+        latent_sign_lost=bool(lost.any()),
         seconds={"encode_encrypt": t2 - t1, "decrypt_decode": t3 - t2},
+        cipher=cipher,
+        sign_lost_fraction=float(lost.double().mean()),
     )
 
 
@@ -97,19 +102,20 @@ def save_outputs(result: RoundtripResult, out_dir: str | Path, title: str = "") 
 
 
 @torch.no_grad()
-def reconstruct_through_cipher(model: PaperAutoencoder, x: np.ndarray, key_image: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, float]:
+def reconstruct_through_cipher(model: PaperAutoencoder, x: np.ndarray, key_image: np.ndarray, batch_size: int = 16, cipher: str = insecure_cipher.DEFAULT_VARIANT) -> tuple[np.ndarray, float]:
     """What the paper's receiver sees for each image of ``x``: decode(decrypt(encrypt(encode(x)))).
 
-    Returns the reconstructions and the fraction of latent values that were
-    negative (their sign is lost by the cipher; 0 for a ReLU encoder).
+    Returns the reconstructions and the fraction of latent values whose sign
+    the cipher loses (``squares``: Z < 0; ``square-of-sum``: Z + K < 0; 0 for
+    a ReLU encoder with either).
     """
     model.eval()
     k = model.encode(torch.from_numpy(np.ascontiguousarray(key_image, dtype=np.float32))[None, None])
     out, negative, total = [], 0, 0
     for i in range(0, len(x), batch_size):
         z = model.encode(torch.from_numpy(x[i : i + batch_size]).unsqueeze(1))
-        negative += int((z < 0).sum())
+        negative += int(insecure_cipher.sign_lost(z, k, cipher).sum())
         total += z.numel()
-        z_received = insecure_cipher.decrypt(insecure_cipher.encrypt(z, k), k)
+        z_received = insecure_cipher.decrypt(insecure_cipher.encrypt(z, k, cipher), k, cipher)
         out.append(model.decode(z_received).squeeze(1).numpy())
     return (np.concatenate(out) if out else np.zeros_like(x)), negative / max(total, 1)

@@ -95,8 +95,12 @@ def _select(y: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.arange(len(y)) if n is None else stratified_subset(y, n, seed)
 
 
-def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol, command: str = "", progress: bool = True, stem: str = "paper_sweep") -> dict:
-    """Run the sweep, write ``<stem>.json``, ``<stem>.md`` and ``<stem>_*.png`` into ``out_dir``."""
+def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol, command: str = "", progress: bool = True, stem: str = "paper_sweep", data_label: str | None = None) -> dict:
+    """Run the sweep, write ``<stem>.json``, ``<stem>.md`` and ``<stem>_*.png`` into ``out_dir``.
+
+    ``data_label`` is how the data folder is recorded (e.g. the relative path the
+    user gave); by default the folder's path as given in ``data_dir``.
+    """
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -118,7 +122,7 @@ def run_sweep(data_dir: str | Path, out_dir: str | Path, protocol: SweepProtocol
 
     reference = fit_and_score(xc, yc, xt, yt, epochs=protocol.classifier_epochs, seed=protocol.seed)
     data_info = {
-        "dir": str(data_dir),
+        "dir": data_label if data_label is not None else str(data_dir),
         "autoencoder_train": len(ae_tr),
         "validation (held out from train/)": len(ae_val),
         "classifier_train": len(cls_idx),

@@ -76,6 +76,46 @@ def reconstruct(model: PaperAutoencoder, x: np.ndarray, batch_size: int = 16) ->
     return np.concatenate(out) if out else np.zeros_like(x)
 
 
+def train_one_epoch(
+    model: PaperAutoencoder,
+    opt: torch.optim.Optimizer,
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x_train: np.ndarray,
+    x_val: np.ndarray,
+    loss: str,
+    rng: np.random.Generator,
+    batch_size: int,
+    epoch: int,
+) -> dict:
+    """One pass over ``x_train`` in an order drawn from ``rng``; the epoch's record.
+
+    Callers that checkpoint between epochs keep ``opt`` and ``rng`` with the
+    model, so a resumed run draws the same batches as an uninterrupted one.
+    """
+    model.train()
+    start = time.perf_counter()
+    order = rng.permutation(len(x_train))
+    sums = {"loss": 0.0, "mse": 0.0, "mae": 0.0}
+    for i in range(0, len(order), batch_size):
+        xb = torch.from_numpy(x_train[order[i : i + batch_size]]).unsqueeze(1)
+        opt.zero_grad(set_to_none=True)
+        yb = model(xb)
+        batch_loss = fn(yb, xb)
+        batch_loss.backward()
+        opt.step()
+        with torch.no_grad():
+            n = len(xb)
+            sums["loss"] += float(batch_loss) * n
+            sums["mse"] += float((yb - xb).square().mean()) * n
+            sums["mae"] += float((yb - xb).abs().mean()) * n
+    seconds = time.perf_counter() - start
+    record = {"epoch": epoch, "seconds": seconds}
+    record.update({f"train_{k}": v / len(order) for k, v in sums.items()})
+    if len(x_val):
+        record.update({f"val_{k}": v for k, v in evaluate_autoencoder(model, x_val, loss).items()})
+    return record
+
+
 def train_autoencoder(
     model: PaperAutoencoder,
     x_train: np.ndarray,
@@ -107,27 +147,7 @@ def train_autoencoder(
 
         bar = tqdm(total=epochs, desc=desc, unit="epoch", leave=False)
     for epoch in range(1, epochs + 1):
-        model.train()
-        start = time.perf_counter()
-        order = rng.permutation(len(x_train))
-        sums = {"loss": 0.0, "mse": 0.0, "mae": 0.0}
-        for i in range(0, len(order), batch_size):
-            xb = torch.from_numpy(x_train[order[i : i + batch_size]]).unsqueeze(1)
-            opt.zero_grad(set_to_none=True)
-            yb = model(xb)
-            batch_loss = fn(yb, xb)
-            batch_loss.backward()
-            opt.step()
-            with torch.no_grad():
-                n = len(xb)
-                sums["loss"] += float(batch_loss) * n
-                sums["mse"] += float((yb - xb).square().mean()) * n
-                sums["mae"] += float((yb - xb).abs().mean()) * n
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch, "seconds": seconds}
-        record.update({f"train_{k}": v / len(order) for k, v in sums.items()})
-        if len(x_val):
-            record.update({f"val_{k}": v for k, v in evaluate_autoencoder(model, x_val, loss).items()})
+        record = train_one_epoch(model, opt, fn, x_train, x_val, loss, rng, batch_size, epoch)
         history.append(record)
         if on_epoch_end is not None:
             on_epoch_end(history)
