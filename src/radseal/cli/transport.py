@@ -618,6 +618,7 @@ def register(sub) -> None:
         epilog=(
             "examples:\n"
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store pacs-folder/\n"
+            "  radseal serve --key keys/receiver.key --trust keys/devices/ --store dicom://PACS@pacs.hospital.example:104\n"
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store orthanc+http://127.0.0.1:8042 \\\n"
             "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
             "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
@@ -632,8 +633,11 @@ def register(sub) -> None:
                        help="receiver private key; repeat for key rotation (old and new keys)")
     serve.add_argument("--trust", nargs="+", action="extend", required=True, metavar="DIR|FILE",
                        help="trusted device public keys: .pub files or folders of them (repeat as needed; all are trusted)")
-    serve.add_argument("--store", required=True, metavar="DIR|orthanc+http://HOST:PORT",
-                       help="where DICOM objects go: a folder, or Orthanc's REST API (orthanc+https:// and user:pass@ work too)")
+    serve.add_argument("--store", required=True, metavar="DIR|URL",
+                       help="where DICOM objects go: a folder; Orthanc's REST API (orthanc+http://HOST:PORT; "
+                            "orthanc+https:// and user:pass@ work too); any PACS by C-STORE (dicom://AE@HOST:PORT, "
+                            "?calling=AE sets this receiver's AE title, default RADSEAL) or by DICOMweb STOW-RS "
+                            "(dicomweb+http(s)://HOST:PORT/PATH)")
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
                        help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
