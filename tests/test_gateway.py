@@ -177,14 +177,12 @@ def local_decode(path: Path) -> np.ndarray:
     return np.asarray(codec.decompress(codec.compress(read_image(path))).pixels)
 
 
-def wait_stored(store: Path, n: int, timeout: float = 60.0) -> int:
+def wait_delivered(outbox: Path, n: int, timeout: float = 60.0) -> int:
+    """Delivered messages in the outbox, once ``n`` or at the timeout (a receipt is recorded after the store)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        count = len(list(store.glob("*/*/*.dcm")))
-        if count >= n:
-            return count
+    while (count := Outbox(outbox).counts()["delivered"]) < n and time.monotonic() < deadline:
         time.sleep(0.2)
-    return len(list(store.glob("*/*/*.dcm")))
+    return count
 
 
 def test_echo_store_refusals_and_failure_statuses(world, tmp_path):
@@ -223,11 +221,12 @@ def test_echo_store_refusals_and_failure_statuses(world, tmp_path):
         assert status == 0xC000 and "pixel data" in comment.lower(), comment
         status, comment = results[colour.SOPInstanceUID]
         assert status == 0xC000 and "Photometric" in comment, comment
-        assert wait_stored(root / "store", 3) >= 3
+        assert wait_delivered(tmp_path / "outbox", 3) == 3
     finally:
         assert gateway.stop() == 0  # SIGTERM: a clean stop
     log = gateway.log.read_text()
     assert "radseal gateway stopped" in log and "Traceback" not in log
+    assert "calling AE 'INTRUDER'" in log and "0xC000 unsupported Photometric" in log
     outbox = Outbox(tmp_path / "outbox")
     assert outbox.counts() == {"pending": 0, "delivered": 3, "refused": 0}
     for path in paths:
@@ -238,7 +237,7 @@ def test_echo_store_refusals_and_failure_statuses(world, tmp_path):
 
 def test_dataset_that_does_not_match_its_request_is_refused(world, tmp_path):
     from radseal.seal import load_device_key, load_receiver_public_key
-    from radseal.transport.gateway import DATASET_MISMATCH, SUCCESS, Gateway
+    from radseal.transport.gateway import CANNOT_UNDERSTAND, DATASET_MISMATCH, SUCCESS, Gateway
 
     root, url = world
     [path] = make_instances(tmp_path / "in", 1, seed=2)
@@ -255,6 +254,12 @@ def test_dataset_that_does_not_match_its_request_is_refused(world, tmp_path):
     assert first.status == again.status == SUCCESS and first.new and not again.new
     assert first.message_id == again.message_id and outbox.counts()["pending"] == 1
     gateway.stop()
+    small = Gateway(outbox, load_receiver_public_key(root / "receiver.pub"), load_device_key(root / "device.key"),
+                    to=url, max_pixels=40 * 40)
+    [other] = make_instances(tmp_path / "in2", 1, seed=4)
+    refused = small.accept(other.read_bytes(), sop_class=CR, sop_instance=pydicom.dcmread(other).SOPInstanceUID)
+    assert refused.status == CANNOT_UNDERSTAND and "larger than 1600 pixels" in refused.comment
+    small.stop()
 
 
 @pytest.mark.slow
@@ -266,7 +271,6 @@ def test_drill_two_modalities_gateway_killed_mid_stream(world, tmp_path):
     need_dcmtk()
     root, url = world
     store = root / "store"
-    before = stored_by_source(store)
     paths = make_instances(tmp_path / "in", 50, seed=3)
     scu_paths, dcmtk_paths = paths[:25], paths[25:]
     scu_sets = [pydicom.dcmread(p) for p in scu_paths]
@@ -293,7 +297,7 @@ def test_drill_two_modalities_gateway_killed_mid_stream(world, tmp_path):
         code, ok, text = storescu(gateway.port, ROOMS[1], dcmtk_paths)
         assert code == 0 and ok == 25, text
         assert all(status == 0 for status, _ in results.values()) and len(results) == 25
-        wait_stored(store, sum(len(v) for v in before.values()) + 50, timeout=90)
+        assert wait_delivered(tmp_path / "outbox", 50, timeout=90) == 50
     finally:
         assert gateway.stop() == 0
 
@@ -307,3 +311,26 @@ def test_drill_two_modalities_gateway_killed_mid_stream(world, tmp_path):
     log = gateway.log.read_text()
     print(f"drill: pynetdicom {len(answered_before_kill)}/25 and storescu {dcmtk_first[0][1]}/25 answered Success "
           f"before the kill; {log.count('known   C-STORE')} resent instances recognised; 50 stored once")
+
+
+def test_gateway_usage_errors_are_one_line(world, tmp_path, capsys):
+    import socket
+
+    from radseal.cli import main
+
+    root, url = world
+    base = ["gateway", "--to", url, "--recipient", str(root / "receiver.pub"), "--sign", str(root / "device.key"),
+            "--outbox", str(tmp_path / "outbox")]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(base + ["--port", str(busy.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("radseal: error: cannot listen on 127.0.0.1:") and err.count("\n") == 1, err
+    assert not (tmp_path / "outbox").exists()  # nothing left behind by a start that failed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["gateway", "--help"])
+    assert exit_info.value.code == 0 and "examples:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--allow-ae", "A_TITLE_LONGER_THAN_16"])
+    assert exit_info.value.code == 2 and "invalid AE title" in capsys.readouterr().err

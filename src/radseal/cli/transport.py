@@ -495,13 +495,15 @@ def _gateway(args: argparse.Namespace) -> int:
     from radseal.cli import Terminated
     from radseal.seal import load_device_key, load_receiver_public_key
     from radseal.transport.gateway import Gateway
-    from radseal.transport.outbox import Outbox
+    from radseal.transport.outbox import OUTBOX_FILE, Outbox
     from radseal.transport.sender import RetryPolicy, messages_url
 
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise TransportUsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if not (math.isfinite(args.backoff) and args.backoff >= 0):
         raise TransportUsageError(f"--backoff must be zero or a positive number of seconds, got {args.backoff}")
+    if args.max_pixels < 1:
+        raise TransportUsageError(f"--max-pixels must be at least 1, got {args.max_pixels}")
     messages_url(args.to)
     verify = _ca_context(args.cacert) if args.cacert else True
     recipient = load_receiver_public_key(args.recipient)
@@ -509,20 +511,26 @@ def _gateway(args: argparse.Namespace) -> int:
     codec = _load_codec()
     if args.quality is not None and args.quality not in codec.qualities:
         raise TransportUsageError(f"--quality must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {args.quality}")
+    new_outbox = _NewFolders(Path(args.outbox)) if not (Path(args.outbox) / OUTBOX_FILE).exists() else None
     outbox = Outbox(args.outbox)
 
     def report(line: str) -> None:
         print(line, flush=True)
 
-    gateway = Gateway(
-        outbox, recipient, signer, to=args.to, ae_title=args.ae_title, allow_ae=args.allow_ae, codec=codec,
-        quality=args.quality, retry=RetryPolicy(base=args.backoff, cap=30.0), timeout=args.timeout,
-        verify=verify, report=report,
-    )
+    try:
+        gateway = Gateway(
+            outbox, recipient, signer, to=args.to, ae_title=args.ae_title, allow_ae=args.allow_ae, codec=codec,
+            quality=args.quality, retry=RetryPolicy(base=args.backoff, cap=30.0), timeout=args.timeout,
+            verify=verify, report=report, max_pixels=args.max_pixels, retain_delivered=args.retain_delivered,
+        )
+    except BaseException:
+        _drop_if_unused(outbox, new_outbox)
+        raise
     try:
         port = gateway.start(args.host, args.port)
     except OSError as exc:
         gateway.stop()
+        _drop_if_unused(outbox, new_outbox)
         raise TransportUsageError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
     counts = outbox.counts()
     print(
@@ -749,6 +757,12 @@ def register(sub) -> None:
     gateway.add_argument("--backoff", type=float, default=0.5, metavar="S", help="first retry delay scale in seconds (default: 0.5)")
     gateway.add_argument("--timeout", type=float, default=60.0, metavar="S", help="HTTP timeout per attempt (default: 60)")
     gateway.add_argument("--cacert", metavar="PEM", help="CA bundle to verify the receiver's TLS certificate")
+    gateway.add_argument("--retain-delivered", type=_duration, default=_duration(DEFAULT_RETAIN_DELIVERED),
+                         metavar="DURATION",
+                         help="keep the record of a delivered message (used to recognise an instance sent again) "
+                              f"this long: 0, or a number with s, m, h or d (default: {DEFAULT_RETAIN_DELIVERED})")
+    gateway.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                         help=f"largest image taken, width x height, checked before decoding (default: {DEFAULT_MAX_PIXELS})")
     gateway.set_defaults(func=_gateway)
 
     outbox = sub.add_parser(

@@ -20,7 +20,8 @@ an Error Comment, never dropped silently:
 * 0xA900 (data set does not match SOP class): the data set's SOP Class or
   SOP Instance UID differs from the C-STORE request's;
 * 0xC000 (cannot understand): not a readable image, or one radseal does not
-  handle (colour, multi-frame, pixel data that does not decode);
+  handle (colour, multi-frame, pixel data that does not decode, more pixels
+  than ``max_pixels``, checked before the pixel data is decoded);
 * 0xA700 (out of resources): the outbox cannot be written (disk full).
 
 Calling AE titles outside ``allow_ae`` are rejected at association
@@ -31,6 +32,7 @@ than the gateway's own.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -112,6 +114,8 @@ class Gateway:
         timeout: float = 60.0,
         verify: bool | Any = True,
         idle_poll: float = 30.0,
+        max_pixels: int | None = None,
+        retain_delivered: float = 7 * 86400.0,
         report: Callable[[str], None] | None = None,
     ) -> None:
         from pynetdicom import AE, evt
@@ -127,6 +131,12 @@ class Gateway:
         self.quality = quality
         self.retry = retry
         self.idle_poll = idle_poll
+        if max_pixels is None:
+            from radseal.image import DEFAULT_MAX_PIXELS
+
+            max_pixels = DEFAULT_MAX_PIXELS
+        self.max_pixels = int(max_pixels)
+        self.retain_delivered = float(retain_delivered)
         self._report = report or (lambda line: log.info("%s", line))
         # One attempt per message per pass: a message that fails waits for the next pass,
         # so one unreachable receiver does not hold up the SCP or the other messages.
@@ -145,7 +155,11 @@ class Gateway:
             ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification (C-ECHO)
         self.ae = ae
-        self._handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
+        self._handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            (evt.EVT_REJECTED, self._on_rejected),
+        ]
 
     # ------------------------------------------------------------------ SCP
 
@@ -153,6 +167,11 @@ class Gateway:
         """Start listening (in pynetdicom's threads); return the port."""
         self._server = self.ae.start_server((host, port), block=False, evt_handlers=self._handlers)
         return int(self._server.socket.getsockname()[1])
+
+    def _on_rejected(self, event) -> None:
+        requestor = event.assoc.requestor
+        self._report(f"refused association from {requestor.address}: calling AE {str(requestor.ae_title).strip()!r} "
+                     f"or called AE {str(event.assoc.acceptor.ae_title).strip()!r} not accepted here")
 
     def _on_store(self, event) -> Any:
         from pydicom.dataset import Dataset
@@ -166,8 +185,8 @@ class Gateway:
                 calling_ae=calling,
             )
         except Exception as exc:  # noqa: BLE001 - a bug must still answer a failure, not drop the instance
-            log.exception("C-STORE from %s failed", calling)
             result = Accepted(CANNOT_UNDERSTAND, f"internal error: {type(exc).__name__}")
+            self._report(f"failed  C-STORE from {calling}: {type(exc).__name__}: {exc} (this is a bug in radseal)")
         answer = Dataset()
         answer.Status = result.status
         if result.status != SUCCESS:
@@ -188,10 +207,17 @@ class Gateway:
 
         key = source_key(data, self.recipient.key_id)
         with self._seal_lock:
-            known = self.outbox.find_source(key)
+            try:
+                known = self.outbox.find_source(key)
+            except (OutboxError, sqlite3.Error) as exc:
+                self._report(f"error   the outbox cannot be read: {exc}")
+                return Accepted(OUT_OF_RESOURCES, "cannot read the outbox")
             if known is not None:
                 return Accepted(SUCCESS, message_id=known[0])
             name = Path(f"{sop_instance or 'instance'}.dcm")
+            too_large = self._too_large(data)
+            if too_large:
+                return Accepted(CANNOT_UNDERSTAND, too_large)
             try:
                 img = read_dicom(name, data)
             except RadsealError as exc:
@@ -211,9 +237,24 @@ class Gateway:
             try:
                 self.outbox.add(message_id, sealed.data, source_label(key), key)
             except OutboxError as exc:
-                log.error("%s", exc)
+                self._report(f"error   {exc}")
                 return Accepted(OUT_OF_RESOURCES, "cannot commit to the outbox")
         return Accepted(SUCCESS, message_id=message_id, new=True)
+
+    def _too_large(self, data: bytes) -> str | None:
+        """Why the image is too large to decode (Rows x Columns over ``max_pixels``), read before its pixels."""
+        import io
+
+        import pydicom
+
+        try:
+            head = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            rows, columns = int(head.get("Rows", 0) or 0), int(head.get("Columns", 0) or 0)
+        except Exception:  # noqa: BLE001 - read_dicom says what is wrong with an unreadable header
+            return None
+        if rows * columns > self.max_pixels:
+            return f"image {columns}x{rows} is larger than {self.max_pixels} pixels"
+        return None
 
     # ------------------------------------------------------------------ delivery
 
@@ -232,6 +273,8 @@ class Gateway:
                 self._stop.wait(self.retry.delay(min(failures - 1, 30)))
             else:
                 failures = 0
+                # Delivered records let a resent instance be recognised; past retention they go.
+                self.outbox.purge_delivered(self.retain_delivered)
                 self._wake.wait(self.idle_poll)
 
     def stop(self) -> None:
