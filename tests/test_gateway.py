@@ -226,7 +226,7 @@ def test_echo_store_refusals_and_failure_statuses(world, tmp_path):
         assert gateway.stop() == 0  # SIGTERM: a clean stop
     log = gateway.log.read_text()
     assert "radseal gateway stopped" in log and "Traceback" not in log
-    assert "calling AE 'INTRUDER'" in log and "0xC000 unsupported Photometric" in log
+    assert "calling AE 'INTRUDER' is not in --allow-ae" in log and "called AE title is not 'RADSEAL'" in log and "0xC000 unsupported Photometric" in log
     outbox = Outbox(tmp_path / "outbox")
     assert outbox.counts() == {"pending": 0, "delivered": 3, "refused": 0}
     for path in paths:

@@ -94,6 +94,7 @@ class Accepted:
     comment: str = ""
     message_id: str | None = None
     new: bool = False
+    sealed_bytes: int = 0
 
 
 class Gateway:
@@ -170,8 +171,11 @@ class Gateway:
 
     def _on_rejected(self, event) -> None:
         requestor = event.assoc.requestor
-        self._report(f"refused association from {requestor.address}: calling AE {str(requestor.ae_title).strip()!r} "
-                     f"or called AE {str(event.assoc.acceptor.ae_title).strip()!r} not accepted here")
+        calling = str(requestor.ae_title).strip()
+        allowed = self.ae.require_calling_aet
+        why = (f"calling AE {calling!r} is not in --allow-ae" if allowed and calling not in allowed
+               else f"called AE title is not {str(self.ae.ae_title).strip()!r}")
+        self._report(f"refused association from {requestor.address}: {why}")
 
     def _on_store(self, event) -> Any:
         from pydicom.dataset import Dataset
@@ -193,7 +197,7 @@ class Gateway:
             answer.ErrorComment = result.comment[:_COMMENT_CHARS]
             self._report(f"failed  C-STORE from {calling}: 0x{result.status:04X} {result.comment}")
         elif result.new:
-            self._report(f"sealed  C-STORE from {calling}: message {result.message_id}")
+            self._report(f"sealed  C-STORE from {calling}: message {result.message_id}, {result.sealed_bytes} bytes")
             self._wake.set()
         else:
             self._report(f"known   C-STORE from {calling}: already in the outbox as message {result.message_id}")
@@ -239,7 +243,7 @@ class Gateway:
             except OutboxError as exc:
                 self._report(f"error   {exc}")
                 return Accepted(OUT_OF_RESOURCES, "cannot commit to the outbox")
-        return Accepted(SUCCESS, message_id=message_id, new=True)
+        return Accepted(SUCCESS, message_id=message_id, new=True, sealed_bytes=len(sealed.data))
 
     def _too_large(self, data: bytes) -> str | None:
         """Why the image is too large to decode (Rows x Columns over ``max_pixels``), read before its pixels."""
@@ -265,7 +269,9 @@ class Gateway:
         while not self._stop.is_set():
             self._wake.clear()
             result = self.sender.flush(
-                on_delivered=lambda e, r: self._report(f"stored  message {e.message_id} as {r['sop_instance_uid']}"),
+                on_delivered=lambda e, r: self._report(
+                    f"stored  message {e.message_id} as {r['sop_instance_uid']} ({len(e.sealed)} bytes sent, "
+                    f"{float(r.get('ratio') or 0):.1f}:1)"),
                 on_failed=lambda e, err: self._report(f"retry   message {e.message_id}: {err}"),
             )
             if result.pending:
