@@ -232,3 +232,28 @@ def test_serve_cli_stores_through_c_store(pacs, tmp_path):
     bad = subprocess.run(cmd,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and bad.stderr.startswith("radseal: error: DICOM store") and "Traceback" not in bad.stderr
+
+
+def test_dicom_store_failure_status_is_a_store_error(tmp_path):
+    """A PACS that answers C-STORE with a failure status (here a pynetdicom SCP out of resources) is a
+    StoreError naming the status and comment, so the receiver answers 503 and the sender retries."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, evt
+
+    _, ds, obj = derived(17, "cstore-status")
+
+    def refuse(event):
+        answer = Dataset()
+        answer.Status = 0xA700
+        answer.ErrorComment = "disk full"
+        return answer
+
+    scp = AE(ae_title="FULLPACS")
+    scp.add_supported_context(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID))
+    port = free_port()
+    server = scp.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, refuse)])
+    try:
+        with pytest.raises(StoreError, match=r"status 0xA700 \(disk full\)"):
+            open_store(f"dicom://FULLPACS@127.0.0.1:{port}").put(encode_dicom(ds), obj)
+    finally:
+        server.shutdown()
