@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
 from radseal.io import read_image
 from radseal.io.samples import sample_path
@@ -136,7 +136,9 @@ def scu_store(port: int, datasets, calling: str, results: dict, progress: thread
               after: int = 0) -> None:
     """Send datasets with pynetdicom in one association; ``results[SOP Instance UID] = status`` per answer."""
     ae = pynetdicom.AE(ae_title=calling)
-    ae.add_requested_context(CR, ExplicitVRLittleEndian)
+    syntaxes = {str(ds.file_meta.TransferSyntaxUID) for ds in datasets if "TransferSyntaxUID" in ds.file_meta}
+    for syntax in sorted(syntaxes | {ExplicitVRLittleEndian}):  # one context each: the SCP accepts one syntax per context
+        ae.add_requested_context(CR, syntax)
     assoc = ae.associate("127.0.0.1", port, ae_title=GATEWAY_AE)
     if not assoc.is_established:
         return
@@ -215,21 +217,28 @@ def test_echo_store_refusals_and_failure_statuses(world, tmp_path):
         colour = pydicom.dcmread(paths[1])
         colour.SOPInstanceUID = generate_uid()
         colour.PhotometricInterpretation = "RGB"
+        rle = pydicom.dcmread(paths[2])
+        rle.SOPInstanceUID = generate_uid()
+        rle.compress(RLELossless)  # a compressed transfer syntax, negotiated as such
         results: dict = {}
+        scu_store(gateway.port, [rle], "CR_ROOM1", results)
+        assert results[rle.SOPInstanceUID] == (0, ""), results
         scu_store(gateway.port, [broken, colour], "CR_ROOM1", results)
         status, comment = results[broken.SOPInstanceUID]
         assert status == 0xC000 and "pixel data" in comment.lower(), comment
         status, comment = results[colour.SOPInstanceUID]
         assert status == 0xC000 and "Photometric" in comment, comment
-        assert wait_delivered(tmp_path / "outbox", 3) == 3
+        assert wait_delivered(tmp_path / "outbox", 4) == 4
     finally:
         assert gateway.stop() == 0  # SIGTERM: a clean stop
     log = gateway.log.read_text()
     assert "radseal gateway stopped" in log and "Traceback" not in log
     assert "calling AE 'INTRUDER' is not in --allow-ae" in log and "called AE title is not 'RADSEAL'" in log and "0xC000 unsupported Photometric" in log
     outbox = Outbox(tmp_path / "outbox")
-    assert outbox.counts() == {"pending": 0, "delivered": 3, "refused": 0}
-    for path in paths:
+    assert outbox.counts() == {"pending": 0, "delivered": 4, "refused": 0}
+    rle_path = tmp_path / "rle.dcm"
+    rle.save_as(rle_path)
+    for path in [*paths, rle_path]:
         src = pydicom.dcmread(path).SOPInstanceUID
         [stored] = stored_by_source(root / "store")[src]
         assert np.array_equal(pydicom.dcmread(stored).pixel_array, local_decode(path))
