@@ -343,3 +343,41 @@ def test_gateway_usage_errors_are_one_line(world, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(base + ["--allow-ae", "A_TITLE_LONGER_THAN_16"])
     assert exit_info.value.code == 2 and "invalid AE title" in capsys.readouterr().err
+
+
+def test_background_delivery_sets_a_refused_message_aside(world, tmp_path):
+    """A receiver that does not trust this device answers 403: the gateway's delivery sets the message
+    aside as refused, with the reason, and says so in its log (it does not retry it for ever)."""
+    from radseal.seal import load_device_key
+    from radseal.transport.gateway import SUCCESS, Gateway
+
+    root, _ = world
+    other = tmp_path / "other"
+    (other / "devices").mkdir(parents=True)
+    receiver = ReceiverKey.generate()
+    save_private_key(receiver, other / "receiver.key")
+    save_public_key(DeviceKey.generate().public_key(), other / "devices" / "someone-else.pub")
+    port = free_port()
+    proc = start_serve(other, port)
+    lines: list[str] = []
+    try:
+        outbox = Outbox(tmp_path / "outbox")
+        gateway = Gateway(outbox, receiver.public_key(), load_device_key(root / "device.key"),
+                          to=f"http://127.0.0.1:{port}", report=lines.append)
+        [path] = make_instances(tmp_path / "in", 1, seed=5)
+        accepted = gateway.accept(path.read_bytes(), sop_class=CR, sop_instance=pydicom.dcmread(path).SOPInstanceUID)
+        assert accepted.status == SUCCESS
+        worker = threading.Thread(target=gateway.deliver_forever)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while outbox.state(accepted.message_id) != "refused" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        gateway.stop()
+        worker.join(30)
+        assert not worker.is_alive()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    [row] = outbox.rows(("refused",))
+    assert row.refused_status == 403 and row.refused_code == "unknown_sender"
+    assert any(line.startswith(f"refused message {accepted.message_id}") for line in lines), lines

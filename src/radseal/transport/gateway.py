@@ -272,7 +272,7 @@ class Gateway:
                 on_delivered=lambda e, r: self._report(
                     f"stored  message {e.message_id} as {r['sop_instance_uid']} ({len(e.sealed)} bytes sent, "
                     f"{float(r.get('ratio') or 0):.1f}:1)"),
-                on_failed=lambda e, err: self._report(f"retry   message {e.message_id}: {err}"),
+                on_failed=self._on_failed,
             )
             if result.pending:
                 failures += 1
@@ -282,6 +282,10 @@ class Gateway:
                 # Delivered records let a resent instance be recognised; past retention they go.
                 self.outbox.purge_delivered(self.retain_delivered)
                 self._wake.wait(self.idle_poll)
+
+    def _on_failed(self, entry, error: str) -> None:
+        refused = self.outbox.state(entry.message_id) == "refused"
+        self._report(f"{'refused' if refused else 'retry  '} message {entry.message_id}: {error}")
 
     def stop(self) -> None:
         """Stop listening and delivering (messages committed stay in the outbox)."""
