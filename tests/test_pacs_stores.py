@@ -257,3 +257,20 @@ def test_dicom_store_failure_status_is_a_store_error(tmp_path):
             open_store(f"dicom://FULLPACS@127.0.0.1:{port}").put(encode_dicom(ds), obj)
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("spec", ["dicom://127.0.0.1:104", "dicom://PACS@127.0.0.1", "dicom://PACS@host:99999",
+                                  "dicom://A_TITLE_LONGER_THAN_16@host:104", "dicom://PACS@host:104?calling=",
+                                  "dicomweb://host/dicom-web"])
+def test_malformed_pacs_store_urls_are_one_line_errors(spec, tmp_path, capsys):
+    from radseal.cli import main
+
+    with pytest.raises(StoreError):
+        open_store(spec)
+    (tmp_path / "devices").mkdir()
+    save_private_key(ReceiverKey.generate(), tmp_path / "receiver.key")
+    code = main(["serve", "--key", str(tmp_path / "receiver.key"), "--trust", str(tmp_path / "devices"),
+                 "--store", spec, "--state", str(tmp_path / "state"), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("radseal: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "state").exists()

@@ -387,7 +387,7 @@ def _dicom_store(text: str) -> DicomStore:
     except ValueError:
         raise StoreError(usage) from None
     called = parts.username or ""
-    calling = (parse_qs(parts.query).get("calling") or [DEFAULT_CALLING_AE])[0]
+    calling = (parse_qs(parts.query, keep_blank_values=True).get("calling") or [DEFAULT_CALLING_AE])[0]
     for title in (called, calling):
         if not 1 <= len(title) <= 16 or not all(" " <= c <= "~" and c != "\\" for c in title):
             raise StoreError(f"{usage}; AE titles are 1 to 16 printable ASCII characters")
