@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything radseal and its tests need on a fresh Debian machine:
-# system packages (Orthanc PACS, dicom3tools' dciodvfy, headless Chromium)
+# system packages (Orthanc PACS and its DICOMweb plugin, dicom3tools' dciodvfy, dcmtk,
+# headless Chromium)
 # and a virtual environment in .venv with radseal and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,10 @@ cd "$(dirname "$0")/.."
 need=()
 command -v Orthanc >/dev/null 2>&1 || need+=(orthanc)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+# dcmtk's storescu/echoscu: an independent DICOM client for the gateway's tests
+command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
+# Orthanc's DICOMweb plugin (STOW-RS), for the dicomweb+http:// store's tests
+dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need+=(orthanc-dicomweb)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # the compiled codec engine (csrc/) needs a C compiler and the Python headers
 command -v gcc >/dev/null 2>&1 || need+=(gcc)

@@ -476,6 +476,80 @@ def _drop_if_unused(outbox, new_outbox: "_NewFolders | None") -> None:
     new_outbox.remove()
 
 
+# --------------------------------------------------------------------------- gateway
+
+
+DEFAULT_AE_TITLE = "RADSEAL"
+DEFAULT_DICOM_PORT = 11112
+
+
+def _ae_title(text: str) -> str:
+    """argparse type: a DICOM AE title (1 to 16 printable ASCII characters, no backslash)."""
+    value = text.strip()
+    if not 1 <= len(value) <= 16 or not all(" " <= c <= "~" and c != "\\" for c in value):
+        raise argparse.ArgumentTypeError(f"invalid AE title {text!r}: 1 to 16 printable ASCII characters, no backslash")
+    return value
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from radseal.cli import Terminated
+    from radseal.seal import load_device_key, load_receiver_public_key
+    from radseal.transport.gateway import Gateway
+    from radseal.transport.outbox import OUTBOX_FILE, Outbox
+    from radseal.transport.sender import RetryPolicy, messages_url
+
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise TransportUsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if not (math.isfinite(args.backoff) and args.backoff >= 0):
+        raise TransportUsageError(f"--backoff must be zero or a positive number of seconds, got {args.backoff}")
+    if args.max_pixels < 1:
+        raise TransportUsageError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    messages_url(args.to)
+    verify = _ca_context(args.cacert) if args.cacert else True
+    recipient = load_receiver_public_key(args.recipient)
+    signer = load_device_key(args.sign, _passphrase(args.passphrase_file))
+    codec = _load_codec()
+    if args.quality is not None and args.quality not in codec.qualities:
+        raise TransportUsageError(f"--quality must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {args.quality}")
+    new_outbox = _NewFolders(Path(args.outbox)) if not (Path(args.outbox) / OUTBOX_FILE).exists() else None
+    outbox = Outbox(args.outbox)
+
+    def report(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        gateway = Gateway(
+            outbox, recipient, signer, to=args.to, ae_title=args.ae_title, allow_ae=args.allow_ae, codec=codec,
+            quality=args.quality, retry=RetryPolicy(base=args.backoff, cap=30.0), timeout=args.timeout,
+            verify=verify, report=report, max_pixels=args.max_pixels, retain_delivered=args.retain_delivered,
+        )
+    except BaseException:
+        _drop_if_unused(outbox, new_outbox)
+        raise
+    try:
+        port = gateway.start(args.host, args.port)
+    except OSError as exc:
+        gateway.stop()
+        _drop_if_unused(outbox, new_outbox)
+        raise TransportUsageError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
+    counts = outbox.counts()
+    print(
+        f"radseal gateway: DICOM SCP {args.ae_title} on {args.host}:{port} (C-STORE, C-ECHO)\n"
+        f"  calling AE titles: {', '.join(args.allow_ae) if args.allow_ae else 'any (no --allow-ae)'}\n"
+        f"  delivering to {messages_url(args.to)}; outbox {outbox.path}: {counts['pending']} pending, "
+        f"{counts['refused']} refused",
+        flush=True,
+    )
+    try:
+        gateway.deliver_forever()
+    except (KeyboardInterrupt, Terminated):
+        pass  # how a gateway is stopped; what was answered Success is in the outbox
+    finally:
+        gateway.stop()
+    print("radseal gateway stopped", flush=True)
+    return 0
+
+
 # --------------------------------------------------------------------------- outbox
 
 
@@ -552,6 +626,7 @@ def register(sub) -> None:
         epilog=(
             "examples:\n"
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store pacs-folder/\n"
+            "  radseal serve --key keys/receiver.key --trust keys/devices/ --store dicom://PACS@pacs.hospital.example:104\n"
             "  radseal serve --key keys/receiver.key --trust keys/devices/ --store orthanc+http://127.0.0.1:8042 \\\n"
             "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
             "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
@@ -566,8 +641,11 @@ def register(sub) -> None:
                        help="receiver private key; repeat for key rotation (old and new keys)")
     serve.add_argument("--trust", nargs="+", action="extend", required=True, metavar="DIR|FILE",
                        help="trusted device public keys: .pub files or folders of them (repeat as needed; all are trusted)")
-    serve.add_argument("--store", required=True, metavar="DIR|orthanc+http://HOST:PORT",
-                       help="where DICOM objects go: a folder, or Orthanc's REST API (orthanc+https:// and user:pass@ work too)")
+    serve.add_argument("--store", required=True, metavar="DIR|URL",
+                       help="where DICOM objects go: a folder; Orthanc's REST API (orthanc+http://HOST:PORT; "
+                            "orthanc+https:// and user:pass@ work too); any PACS by C-STORE (dicom://AE@HOST:PORT, "
+                            "?calling=AE sets this receiver's AE title, default RADSEAL) or by DICOMweb STOW-RS "
+                            "(dicomweb+http(s)://HOST:PORT/PATH)")
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
                        help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
@@ -637,6 +715,55 @@ def register(sub) -> None:
                            f"(default: {DEFAULT_RETAIN_DELIVERED})")
     send.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     send.set_defaults(func=_send)
+
+    gateway = sub.add_parser(
+        "gateway",
+        help="a DICOM Storage SCP: seal what modalities send with C-STORE, deliver it like 'send'",
+        description=(
+            "Listen for DICOM associations (C-STORE of projection radiographs: CR, DX, MG, IO, XA, RF, "
+            "Secondary Capture; C-ECHO). Each instance is read, compressed, sealed for the receiver and "
+            "committed to the outbox (SQLite, fsync'd) before the C-STORE is answered Success; the outbox "
+            "is delivered in the background as 'radseal send' does. An instance that cannot be read or "
+            "does not match its request gets a failure status with an Error Comment. An instance sent "
+            "again (same bytes) is answered Success once more and delivered once. After a crash, "
+            "restarting the gateway resumes delivery from the outbox."
+        ),
+        epilog=(
+            "examples:\n"
+            "  radseal gateway --ae-title RADSEAL --port 11112 --to https://gw.hospital.example:8443 \\\n"
+            "      --recipient receiver.pub --sign device.key --outbox /var/lib/radseal/outbox \\\n"
+            "      --host 0.0.0.0 --allow-ae CR_ROOM1 --allow-ae DX_ROOM2\n"
+            "  echoscu -aec RADSEAL -aet CR_ROOM1 gateway-host 11112          # dcmtk: C-ECHO\n"
+            "  storescu -aec RADSEAL -aet CR_ROOM1 gateway-host 11112 img.dcm # dcmtk: C-STORE\n"
+            "failure statuses: 0xA900 data set does not match the request's SOP Class/Instance UID;\n"
+            "0xC000 not a readable grayscale image; 0xA700 the outbox cannot be written."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gateway.add_argument("--ae-title", type=_ae_title, default=DEFAULT_AE_TITLE,
+                         help=f"this gateway's AE title; a different called AE title is rejected (default: {DEFAULT_AE_TITLE})")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    gateway.add_argument("--port", type=_port, default=DEFAULT_DICOM_PORT,
+                         help=f"DICOM port (default: {DEFAULT_DICOM_PORT}; 0 picks a free one)")
+    gateway.add_argument("--allow-ae", action="append", type=_ae_title, metavar="AE",
+                         help="a calling AE title to accept (repeat); others are rejected at association "
+                              "(default: any calling AE title)")
+    gateway.add_argument("--to", required=True, metavar="URL", help="receiver URL, e.g. https://host:8443")
+    gateway.add_argument("--recipient", required=True, metavar="RECEIVER.pub", help="the receiver's public key")
+    gateway.add_argument("--sign", required=True, metavar="DEVICE.key", help="this device's signing key")
+    gateway.add_argument("--passphrase-file", metavar="FILE", help="file holding the device key's passphrase")
+    gateway.add_argument("--outbox", default=DEFAULT_OUTBOX, metavar="DIR", help=f"outbox folder (default: {DEFAULT_OUTBOX})")
+    gateway.add_argument("--quality", type=int, help="codec quality level, an integer (codec default when omitted)")
+    gateway.add_argument("--backoff", type=float, default=0.5, metavar="S", help="first retry delay scale in seconds (default: 0.5)")
+    gateway.add_argument("--timeout", type=float, default=60.0, metavar="S", help="HTTP timeout per attempt (default: 60)")
+    gateway.add_argument("--cacert", metavar="PEM", help="CA bundle to verify the receiver's TLS certificate")
+    gateway.add_argument("--retain-delivered", type=_duration, default=_duration(DEFAULT_RETAIN_DELIVERED),
+                         metavar="DURATION",
+                         help="keep the record of a delivered message (used to recognise an instance sent again) "
+                              f"this long: 0, or a number with s, m, h or d (default: {DEFAULT_RETAIN_DELIVERED})")
+    gateway.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                         help=f"largest image taken, width x height, checked before decoding (default: {DEFAULT_MAX_PIXELS})")
+    gateway.set_defaults(func=_gateway)
 
     outbox = sub.add_parser(
         "outbox",
