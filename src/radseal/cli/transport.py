@@ -203,6 +203,9 @@ def _serve(args: argparse.Namespace) -> int:
             private_mkdir(state / "archive")
         except OSError as exc:
             raise TransportUsageError(f"{state}: cannot create the state folder ({exc.strerror or exc})") from None
+        from radseal.transport.index import open_index
+
+        index = open_index(args.index if args.index else state / "index.sqlite")
         codec = _load_codec()
         diagnose = default_diagnose() if args.diagnosis == "auto" else None
         configure_logging(logging.INFO)
@@ -210,7 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
             keys,
             trusted,
             store,
-            state / "index.sqlite",
+            index,
             archive_dir=state / "archive",
             codec=codec,
             diagnose=diagnose,
@@ -226,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"radseal receiver on {scheme}://{args.host}:{sock.getsockname()[1]}/v1/messages\n"
         f"  keys: {', '.join(k.key_id for k in keys)}; trusted devices: {len(trusted)}\n"
-        f"  store: {store!r}; index and archive: {state}/; max body {args.max_body:g} MiB; "
+        f"  store: {store!r}; index: {index!r}; archive: {state}/archive/; max body {args.max_body:g} MiB; "
         f"diagnosis: {'on' if diagnose else 'off'}\n"
         f"  limits: {connections} connections, {args.max_uploads} uploads in flight, headers within {args.header_timeout:g} s, "
         f"body within {args.body_timeout:g} s + 1 s per {args.min_rate:g} KiB, images up to {args.max_pixels} pixels",
@@ -570,6 +573,9 @@ def register(sub) -> None:
                        help="where DICOM objects go: a folder, or Orthanc's REST API (orthanc+https:// and user:pass@ work too)")
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
                        help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
+    serve.add_argument("--index", metavar="postgresql://USER@HOST:PORT/DB",
+                       help="receipt index on a PostgreSQL server, shared by several receivers behind a load "
+                            "balancer (their --state must then be one shared folder); default: STATE/index.sqlite")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--max-body", type=float, default=64, metavar="MIB",
