@@ -712,34 +712,54 @@ def run_fleet_drill(
         except Exception:  # the server restarting
             return 0
 
-    # Faults at random points: after a random number of stored messages (plus a few ms: often mid-request).
-    events = [(t, "kill") for t in rng.sample(range(1, n_images), min(kills, n_images - 1))]
+    # Faults at random points of the first two thirds of the run: after a random number of stored
+    # messages (plus a few ms: often mid-request). A killed receiver restarts in the background while
+    # the others carry the load, as a supervisor (systemd) would restart it.
+    last = max(2, 2 * n_images // 3)
+    events = [(t, "kill") for t in rng.sample(range(1, last), min(kills, last - 1))]
     if postgres_restart:
-        events.append((rng.randint(n_images // 4, max(n_images // 4, 3 * n_images // 4)), "postgres"))
+        events.append((rng.randint(max(1, n_images // 4), max(1, n_images // 2)), "postgres"))
     events.sort()
+    restarting: set[int] = set()
+    restarters: list[threading.Thread] = []
+
+    def restart_later(victim: ReceiverProcess) -> None:
+        time.sleep(rng.uniform(0.1, 0.5))
+        try:
+            victim.start()
+        except RuntimeError as exc:
+            failures.append(str(exc))
+            abort.set()
+        finally:
+            restarting.discard(victim.port)
 
     def chaos() -> None:
         for threshold, kind in events:
             while not done.is_set() and count() < threshold:
-                time.sleep(0.01)
+                time.sleep(0.005)
             if done.is_set():
                 return
-            time.sleep(rng.uniform(0.0, 0.05))
-            try:
-                if kind == "kill":
-                    victim = rng.choice(procs)
-                    victim.kill()
-                    kills_done[0] += 1
-                    say(f"killed receiver on port {victim.port} after about {threshold} stored")
-                    time.sleep(rng.uniform(0.0, 0.5))
-                    victim.start()
-                else:
-                    say(f"crashing and restarting PostgreSQL after about {threshold} stored")
+            time.sleep(rng.uniform(0.0, 0.03))
+            if kind == "kill":
+                candidates = [p for p in procs if p.port not in restarting]
+                if not candidates:
+                    continue
+                victim = rng.choice(candidates)
+                victim.kill()
+                restarting.add(victim.port)
+                kills_done[0] += 1
+                say(f"killed receiver on port {victim.port} after about {threshold} stored")
+                t = threading.Thread(target=restart_later, args=(victim,), daemon=True)
+                t.start()
+                restarters.append(t)
+            else:
+                say(f"crashing and restarting PostgreSQL after about {threshold} stored")
+                try:
                     postgres.restart()
-            except RuntimeError as exc:
-                failures.append(str(exc))
-                abort.set()
-                return
+                except RuntimeError as exc:
+                    failures.append(str(exc))
+                    abort.set()
+                    return
 
     def sleep_unless_aborted(seconds: float) -> None:
         if abort.wait(seconds):
@@ -768,6 +788,8 @@ def run_fleet_drill(
     seconds = time.perf_counter() - started
     done.set()
     chaos_thread.join()
+    for t in restarters:
+        t.join()
     balancer.stop()
     for p in procs:
         p.stop()
