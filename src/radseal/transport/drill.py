@@ -490,7 +490,7 @@ class _Aborted(Exception):
     pass
 
 
-def _count_rows(index_path) -> int:
+def _count_rows(index_path: Path) -> int:
     import sqlite3
 
     try:
@@ -539,10 +539,12 @@ def haproxy_binary() -> str | None:
 
 
 def haproxy_config(port: int, backends: list[int]) -> str:
-    """HAProxy in front of receivers on loopback: health-checked, a refused or cut connection retried on another.
+    """HAProxy in front of receivers on loopback: round robin, health-checked every 200 ms.
 
-    Requests are not retried by HAProxy once sent (``retry-on conn-failure`` only): a sealed message
-    is retried by the sender, whose retry the receivers answer as a duplicate if it was stored.
+    A refused connection, or a receiver that closed without answering (killed), is retried by HAProxy
+    on another receiver (``retry-on conn-failure empty-response``, for requests that fit HAProxy's
+    buffer). That is safe because accepting a message is idempotent: one stored before the close is
+    answered as a duplicate with the receipt on record. Anything else is retried by the sender.
     """
     servers = "\n".join(f"    server r{i} 127.0.0.1:{p} check inter 200ms fall 1 rise 1" for i, p in enumerate(backends))
     return f"""global
@@ -839,7 +841,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         return serve_main(argv[1:])
-    print("usage: python -m radseal.transport.drill serve --port P --key K --trust DIR --store S --index I", file=sys.stderr)
+    if argv[:1] == ["haproxy-config"]:
+        p = argparse.ArgumentParser(prog="python -m radseal.transport.drill haproxy-config")
+        p.add_argument("--port", type=int, required=True, help="port HAProxy listens on (127.0.0.1)")
+        p.add_argument("--backend", type=int, action="append", required=True, metavar="PORT",
+                       help="a receiver's port on 127.0.0.1 (repeat)")
+        a = p.parse_args(argv[1:])
+        sys.stdout.write(haproxy_config(a.port, a.backend))
+        return 0
+    print("usage: python -m radseal.transport.drill serve --port P --key K --trust DIR --store S --index I [--state DIR]\n"
+          "       python -m radseal.transport.drill haproxy-config --port P --backend PORT [--backend PORT ...]",
+          file=sys.stderr)
     return 2
 
 
