@@ -622,6 +622,7 @@ class FleetResult:
     receivers: int
     kills: int
     receiver_starts: int
+    failed_starts: list[str]
     postgres_restarts: int
     retries: int
     seconds: float
@@ -723,15 +724,25 @@ def run_fleet_drill(
         events.append((rng.randint(max(1, n_images // 4), max(1, n_images // 2)), "postgres"))
     events.sort()
     restarting: set[int] = set()
+    failed_starts: list[str] = []
     restarters: list[threading.Thread] = []
 
     def restart_later(victim: ReceiverProcess) -> None:
+        # As a supervisor (systemd Restart=always) would: a receiver that exits at start, e.g. because
+        # PostgreSQL is still recovering from its crash, is started again, up to 5 times.
         time.sleep(rng.uniform(0.1, 0.5))
         try:
-            victim.start()
-        except RuntimeError as exc:
-            failures.append(str(exc))
-            abort.set()
+            for attempt in range(5):
+                try:
+                    victim.start()
+                    return
+                except RuntimeError as exc:
+                    victim.kill()
+                    failed_starts.append(str(exc).splitlines()[-1][-300:])
+                    if attempt == 4:
+                        failures.append(str(exc))
+                        abort.set()
+                    time.sleep(1.0)
         finally:
             restarting.discard(victim.port)
 
@@ -829,7 +840,7 @@ def run_fleet_drill(
     answered_by = {p.port: (p.log_path.read_text(errors="replace").count("stored message=")) for p in procs}
     return FleetResult(
         images=n_images, senders=senders, receivers=receivers, kills=kills_done[0],
-        receiver_starts=sum(p.starts for p in procs), postgres_restarts=postgres.restarts, retries=retries[0],
+        receiver_starts=sum(p.starts for p in procs), failed_starts=failed_starts, postgres_restarts=postgres.restarts, retries=retries[0],
         seconds=round(seconds, 2), messages_per_second=round(n_images / seconds, 2) if seconds else 0.0,
         delivered=delivered, index_rows=len(rows), stored_objects=len(files), archived=archived,
         duplicates_in_store=duplicates, pixel_mismatches=mismatches,

@@ -81,6 +81,9 @@ class PostgresIndex:
         self.url = url
         self._timeout = timeout
         try:
+            # One plain connection first: a wrong URL, a refused password or a server that is down
+            # fails here at once with PostgreSQL's own reason (the pool would retry in the background).
+            psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
             self._pool = ConnectionPool(
                 url,
                 min_size=1,
