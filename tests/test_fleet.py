@@ -233,3 +233,80 @@ def test_fleet_drill_behind_haproxy(postgres, tmp_path):
     assert result.index_rows == result.stored_objects == result.archived == result.delivered == 60
     assert result.duplicates_in_store == 0 and result.pixel_mismatches == 0
     assert sum(1 for v in result.answered_by.values() if v > 0) >= 2  # the balancer spread the load
+
+
+def test_radseal_serve_index_errors_are_one_line(tmp_path, capsys):
+    from radseal.cli import main
+
+    save_private_key(ReceiverKey.generate(), tmp_path / "receiver.key")
+    save_public_key(DeviceKey.generate().public_key(), tmp_path / "device.pub")
+    base = ["serve", "--key", str(tmp_path / "receiver.key"), "--trust", str(tmp_path / "device.pub"),
+            "--store", str(tmp_path / "store"), "--state", str(tmp_path / "state"), "--port", "0", "--diagnosis", "off"]
+    assert main([*base, "--index", f"postgresql://radseal:secret@127.0.0.1:{free_port()}/db"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("radseal: error: postgresql://radseal:***@") and "cannot open the receipt index" in err
+    assert "secret" not in err and err.count("\n") == 1
+    assert main([*base, "--index", "mysql://x@127.0.0.1/db"]) != 0
+    assert capsys.readouterr().err.startswith("radseal: error: mysql://x@127.0.0.1/db: not a receipt index")
+    assert not (tmp_path / "state").exists() and not (tmp_path / "store").exists()  # nothing half-made
+
+
+def test_radseal_serve_with_index_url_records_in_postgresql(pg_url, tmp_path, keys, codec, images):
+    import httpx
+
+    from radseal.pipeline import default_codec
+
+    receiver_key, device_key = keys
+    save_private_key(receiver_key, tmp_path / "receiver.key")
+    save_public_key(device_key.public_key(), tmp_path / "device.pub")
+    port = free_port()
+    cmd = [sys.executable, "-m", "radseal", "serve", "--key", str(tmp_path / "receiver.key"), "--trust",
+           str(tmp_path / "device.pub"), "--store", str(tmp_path / "store"), "--state", str(tmp_path / "state"),
+           "--index", pg_url, "--port", str(port), "--diagnosis", "off"]
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "radseal serve did not come up"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        data = seal_image(images[1], receiver_key.public_key(), device_key, codec=default_codec()).data
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/messages", content=data, timeout=60)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert answer.status_code == 200, answer.text
+    assert open_index(pg_url).get(parse_header(data).message_id) == answer.json()
+    assert not (tmp_path / "state" / "index.sqlite").exists()
+    assert "index: PostgresIndex('postgresql://radseal@127.0.0.1:" in log.read_text()
+
+
+def test_a_starting_receiver_keeps_a_live_neighbours_uploads_in_the_shared_spool(tmp_path):
+    from radseal.io.files import HOST_TAG
+    from radseal.transport.receiver import _sweep_spool
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        spool = tmp_path / "incoming"
+        spool.mkdir()
+        neighbour = spool / f".upload-{HOST_TAG}-{live.pid}-abc123.rsl"
+        other_host = spool / f".upload-otherhost-{live.pid}-abc123.rsl"
+        left_by_dead = spool / f".upload-{HOST_TAG}-{dead.pid}-abc123.rsl"
+        old_style = spool / ".upload-k2j4x9q1.rsl"  # written by an earlier version (one receiver per folder)
+        for f in (neighbour, other_host, left_by_dead, old_style):
+            f.write_bytes(b"RSL")
+        _sweep_spool(spool)
+        assert neighbour.exists() and other_host.exists()
+        assert not left_by_dead.exists() and not old_style.exists()
+    finally:
+        live.kill()
+        live.wait()
