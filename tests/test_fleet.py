@@ -310,3 +310,25 @@ def test_a_starting_receiver_keeps_a_live_neighbours_uploads_in_the_shared_spool
     finally:
         live.kill()
         live.wait()
+
+
+_ARCHIVE_RACE = """
+import sys
+from pathlib import Path
+from radseal.transport.files import durable_write_new
+folder, me = Path(sys.argv[1]), sys.argv[2]
+wins = [str(i) for i in range(100) if durable_write_new(folder / f"{i}.rsl", (me * 50000).encode())]
+print(" ".join(wins))
+"""
+
+
+def test_archive_writes_in_a_shared_folder_never_replace_across_processes(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", _ARCHIVE_RACE, str(tmp_path), tag], stdout=subprocess.PIPE, text=True)
+             for tag in ("a", "b")]
+    outs = [set(p.communicate(timeout=120)[0].split()) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert not (outs[0] & outs[1]) and len(outs[0] | outs[1]) == 100  # each name created by exactly one process
+    for i in range(100):
+        winner = "a" if str(i) in outs[0] else "b"
+        assert (tmp_path / f"{i}.rsl").read_bytes() == (winner * 50000).encode()  # whole, and the first writer's
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
