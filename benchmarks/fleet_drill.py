@@ -112,7 +112,7 @@ def main() -> int:
         f"| sender retries | {f.retries} |",
         f"| receiver starts (first starts, restarts, retried starts) | {f.receiver_starts} |",
         f"| starts that failed and were retried (as systemd would) | {len(f.failed_starts)} |",
-        f"| stored per receiver (port: count) | {f.answered_by} |",
+        f"| \"stored\" log lines per receiver (port: count; a receiver killed between recording and logging leaves one out) | {f.answered_by} |",
         f"| wall time | {f.seconds} s |",
         f"| problems | {'none' if f.ok else '; '.join(f.problems)} |",
         "",
