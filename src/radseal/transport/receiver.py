@@ -81,6 +81,7 @@ from radseal.extras import MissingExtraError
 from radseal.image import Image
 from radseal.io.derived import derived_dataset, message_uid_seed, uncompressed_bytes
 from radseal.io.dicom import encode_dicom
+from radseal.io.files import HOST_TAG
 from radseal.pipeline import DEFAULT_MAX_PIXELS
 from radseal.seal import (
     HEADER_BYTES,
@@ -93,7 +94,6 @@ from radseal.seal import (
 )
 from radseal.seal.format import container_bytes, parse_clear_header
 from radseal.transport.errors import StoreError, TransportError
-from radseal.io.files import HOST_TAG
 from radseal.transport.files import _pid_alive, durable_write_new, file_sha256, own_private_dir, sweep_partial_files
 from radseal.transport.index import Index, IndexUnavailable, OnRecord, open_index
 from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
@@ -657,8 +657,8 @@ def create_app(
     :class:`OrthancStore`; ``index_path``: the receipt index, a SQLite
     file path, a ``postgresql://`` URL (see :func:`open_index`) or an index
     object; ``archive_dir``: where sealed bytes are archived (default:
-    ``archive`` next to a SQLite index; required with a database server); ``max_body``: largest accepted body in bytes (or
-    ``limits.max_body``); ``codec``: the codec for decoding (default: the
+    ``archive`` next to a SQLite index; required with a database server);
+    ``max_body``: largest accepted body in bytes (or ``limits.max_body``); ``codec``: the codec for decoding (default: the
     pipeline's); ``diagnose``: optional ``Image -> dict`` hook whose result
     joins the receipt and the index (e.g. :func:`default_diagnose`);
     ``max_decodes``: how many messages may be opened and decoded at once
