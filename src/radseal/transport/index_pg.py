@@ -70,13 +70,10 @@ class PostgresIndex:
     path = None  # no local file: the receiver has no index folder to keep private
 
     def __init__(self, url: str, *, timeout: float = 10.0, max_size: int = 8) -> None:
-        try:
-            import psycopg
-            from psycopg_pool import ConnectionPool
-        except ImportError:
-            raise TransportError(
-                "a PostgreSQL index needs psycopg and psycopg_pool: pip install 'radseal[fleet]'"
-            ) from None
+        from radseal.extras import require
+
+        psycopg = require("psycopg", "fleet", "a receipt index on PostgreSQL")
+        ConnectionPool = require("psycopg_pool", "fleet", "a receipt index on PostgreSQL").ConnectionPool
         self._psycopg = psycopg
         self.url = url
         self._timeout = timeout
