@@ -111,7 +111,7 @@ def test_record_duplicate_and_conflicts(backend, tmp_path, request):
     assert row["location"] == "a/b/c.dcm" and row["label"] == "pneumonia" and row["probability"] == 0.25
 
 
-def test_server_down_is_a_one_line_error_without_the_password(postgres):
+def test_server_down_is_a_one_line_error_without_the_password():
     with pytest.raises(TransportError, match=r"cannot open the receipt index") as err:
         open_index(f"postgresql://nobody:secret@127.0.0.1:{free_port()}/radseal")
     assert "secret" not in str(err.value) and "\n" not in str(err.value)
