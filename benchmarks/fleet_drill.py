@@ -125,7 +125,7 @@ def main() -> int:
             lines.append(f"| {s['receivers']} | {s['images']} | {s['seconds']} | {s['messages_per_second']} | "
                          f"{round(s['messages_per_second'] / (os.cpu_count() or 1), 2)} | {s['ok']} |")
         lines += ["", f"The machine has {os.cpu_count()} CPU cores, shared here with the senders, HAProxy, PostgreSQL "
-                  "and other jobs (load average about 5 during the run), and each throughput run lasts a few seconds: "
+                  f"and other jobs (1-minute load average {os.getloadavg()[0]:.1f} at the end of the run), and each throughput run lasts a few seconds: "
                   "these figures are noisy. On this machine more receivers did not add throughput; with the cores "
                   "already busy, that is what to expect. Scaling on a machine with more cores was not measured."]
     lines += ["", "The PACS behind the fleet is the folder store; Orthanc on PostgreSQL was not part of this drill (not tested)."]
