@@ -87,6 +87,10 @@ class PostgresIndex:
                 max_size=max_size,
                 timeout=timeout,
                 check=ConnectionPool.check_connection,  # a connection broken by a server restart is replaced
+                # Background reconnection backs off exponentially (1, 2, 4 s ...); giving it up after
+                # ``timeout`` lets the next request start a fresh attempt, so a receiver is back within
+                # seconds of the server rather than after the back-off has grown to minutes.
+                reconnect_timeout=timeout,
                 kwargs={"connect_timeout": max(1, int(timeout))},
                 open=False,
                 name="radseal-index",
