@@ -548,7 +548,8 @@ def register(sub) -> None:
         description=(
             "Run the receiver service (FastAPI on uvicorn). POST /v1/messages takes one sealed "
             "container as the raw body; the receiver verifies and opens it, archives the sealed bytes, "
-            "decodes the image, stores a derived DICOM object, records it in a SQLite index and only "
+            "decodes the image, stores a derived DICOM object, records it in the receipt index (SQLite, or "
+            "PostgreSQL shared by several receivers) and only "
             "then answers with a JSON receipt. A duplicate message id gets the same receipt and is "
             "stored once. GET /healthz answers when the service is up."
         ),
@@ -559,6 +560,8 @@ def register(sub) -> None:
             "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
             "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
             "      --trust keys/devices/ --trust keys/xray-unit-9.pub --store pacs-folder/   # rotation: each key its own passphrase\n"
+            "  radseal serve --key keys/receiver.key --trust keys/devices/ --store /srv/pacs-folder \\\n"
+            "      --index postgresql://radseal@127.0.0.1:55432/radseal --state /srv/shared-state --port 8701   # one of a fleet\n"
             "folder store layout: STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm;\n"
             "index and archive: STATE/index.sqlite, STATE/archive/<sender key id>/<message id>.rsl; uploads being received: STATE/incoming/.\n"
             "Limits on slow clients, memory and image size: docs/deploy.md (Limits)."
@@ -572,7 +575,8 @@ def register(sub) -> None:
     serve.add_argument("--store", required=True, metavar="DIR|orthanc+http://HOST:PORT",
                        help="where DICOM objects go: a folder, or Orthanc's REST API (orthanc+https:// and user:pass@ work too)")
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
-                       help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
+                       help=f"folder for the SQLite index and the archive of sealed messages; with --index, one folder every "
+                            f"receiver of the fleet shares (default: {DEFAULT_STATE})")
     serve.add_argument("--index", metavar="postgresql://USER@HOST:PORT/DB",
                        help="receipt index on a PostgreSQL server, shared by several receivers behind a load "
                             "balancer (their --state must then be one shared folder); default: STATE/index.sqlite")
