@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything radseal and its tests need on a fresh Debian machine:
 # system packages (Orthanc PACS and its DICOMweb plugin, dicom3tools' dciodvfy, dcmtk,
-# headless Chromium)
+# headless Chromium, PostgreSQL, HAProxy)
 # and a virtual environment in .venv with radseal and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 # Orthanc's DICOMweb plugin (STOW-RS), for the dicomweb+http:// store's tests
 dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need+=(orthanc-dicomweb)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# a fleet of receivers: the shared receipt index (PostgreSQL) and the load balancer (HAProxy)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # the compiled codec engine (csrc/) needs a C compiler and the Python headers
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \

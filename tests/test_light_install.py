@@ -22,7 +22,7 @@ import pytest
 import radseal
 from radseal.extras import EXTRAS, PACKAGES
 
-BLOCKED = ("torch", "torchvision", "scipy", "sklearn", "matplotlib", "imagecodecs")
+BLOCKED = ("torch", "torchvision", "scipy", "sklearn", "matplotlib", "imagecodecs", "psycopg", "psycopg_pool")
 MARK = "[core-install test: blocked import "
 
 PREAMBLE = f"""
@@ -315,7 +315,8 @@ def test_extras_named_in_messages_exist_in_pyproject():
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     declared = pyproject["project"]["optional-dependencies"]
-    dist = {"torch": "torch", "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "imagecodecs": "imagecodecs"}
+    dist = {"torch": "torch", "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "imagecodecs": "imagecodecs",
+            "psycopg": "psycopg", "psycopg_pool": "psycopg-pool"}
     assert set(dist) == set(PACKAGES)
     names = lambda reqs: {r.split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() for r in reqs}
     core_deps = names(pyproject["project"]["dependencies"])

@@ -23,6 +23,8 @@ PACKAGES = {
     "sklearn": "scikit-learn",
     "matplotlib": "matplotlib",
     "imagecodecs": "imagecodecs",
+    "psycopg": "psycopg",
+    "psycopg_pool": "psycopg_pool",
 }
 
 #: Extra -> what it brings (README, error messages).
@@ -31,6 +33,7 @@ EXTRAS = {
     "train": "PyTorch, scikit-learn, SciPy: train-codec, export-codec, fit-codec, train-classifier",
     "paper": "PyTorch, scikit-learn, matplotlib: radseal paper, demo --insecure-paper-cipher",
     "evaluate": "PyTorch, SciPy, scikit-learn, matplotlib, imagecodecs: radseal evaluate and its baselines",
+    "fleet": "psycopg, psycopg_pool: radseal serve --index postgresql://... (several receivers, one index)",
     "test": "all of the above plus pytest and hypothesis",
 }
 
@@ -41,6 +44,7 @@ EXTRA_PACKAGES = {
     "train": ("torch", "sklearn", "scipy"),
     "paper": ("torch", "sklearn", "matplotlib"),
     "evaluate": ("torch", "scipy", "sklearn", "matplotlib", "imagecodecs"),
+    "fleet": ("psycopg", "psycopg_pool"),
 }
 
 #: Command -> the extra it needs beyond the core install; commands not named run on the core.

@@ -203,6 +203,9 @@ def _serve(args: argparse.Namespace) -> int:
             private_mkdir(state / "archive")
         except OSError as exc:
             raise TransportUsageError(f"{state}: cannot create the state folder ({exc.strerror or exc})") from None
+        from radseal.transport.index import open_index
+
+        index = open_index(args.index if args.index else state / "index.sqlite")
         codec = _load_codec()
         diagnose = default_diagnose() if args.diagnosis == "auto" else None
         configure_logging(logging.INFO)
@@ -210,7 +213,7 @@ def _serve(args: argparse.Namespace) -> int:
             keys,
             trusted,
             store,
-            state / "index.sqlite",
+            index,
             archive_dir=state / "archive",
             codec=codec,
             diagnose=diagnose,
@@ -226,7 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(
         f"radseal receiver on {scheme}://{args.host}:{sock.getsockname()[1]}/v1/messages\n"
         f"  keys: {', '.join(k.key_id for k in keys)}; trusted devices: {len(trusted)}\n"
-        f"  store: {store!r}; index and archive: {state}/; max body {args.max_body:g} MiB; "
+        f"  store: {store!r}; index: {index!r}; archive: {state}/archive/; max body {args.max_body:g} MiB; "
         f"diagnosis: {'on' if diagnose else 'off'}\n"
         f"  limits: {connections} connections, {args.max_uploads} uploads in flight, headers within {args.header_timeout:g} s, "
         f"body within {args.body_timeout:g} s + 1 s per {args.min_rate:g} KiB, images up to {args.max_pixels} pixels",
@@ -619,7 +622,8 @@ def register(sub) -> None:
         description=(
             "Run the receiver service (FastAPI on uvicorn). POST /v1/messages takes one sealed "
             "container as the raw body; the receiver verifies and opens it, archives the sealed bytes, "
-            "decodes the image, stores a derived DICOM object, records it in a SQLite index and only "
+            "decodes the image, stores a derived DICOM object, records it in the receipt index (SQLite, or "
+            "PostgreSQL shared by several receivers) and only "
             "then answers with a JSON receipt. A duplicate message id gets the same receipt and is "
             "stored once. GET /healthz answers when the service is up."
         ),
@@ -631,6 +635,8 @@ def register(sub) -> None:
             "      --host 0.0.0.0 --port 8443 --ssl-certfile tls/cert.pem --ssl-keyfile tls/key.pem\n"
             "  radseal serve --key new.key --passphrase-file new.pass --key old.key \\\n"
             "      --trust keys/devices/ --trust keys/xray-unit-9.pub --store pacs-folder/   # rotation: each key its own passphrase\n"
+            "  radseal serve --key keys/receiver.key --trust keys/devices/ --store /srv/pacs-folder \\\n"
+            "      --index postgresql://radseal@127.0.0.1:55432/radseal --state /srv/shared-state --port 8701   # one of a fleet\n"
             "folder store layout: STORE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm;\n"
             "index and archive: STATE/index.sqlite, STATE/archive/<sender key id>/<message id>.rsl; uploads being received: STATE/incoming/.\n"
             "Limits on slow clients, memory and image size: docs/deploy.md (Limits)."
@@ -647,7 +653,11 @@ def register(sub) -> None:
                             "?calling=AE sets this receiver's AE title, default RADSEAL) or by DICOMweb STOW-RS "
                             "(dicomweb+http(s)://HOST:PORT/PATH)")
     serve.add_argument("--state", default=DEFAULT_STATE, metavar="DIR",
-                       help=f"folder for the SQLite index and the archive of sealed messages (default: {DEFAULT_STATE})")
+                       help=f"folder for the SQLite index and the archive of sealed messages; with --index, one folder every "
+                            f"receiver of the fleet shares (default: {DEFAULT_STATE})")
+    serve.add_argument("--index", metavar="postgresql://USER@HOST:PORT/DB",
+                       help="receipt index on a PostgreSQL server, shared by several receivers behind a load "
+                            "balancer (their --state must then be one shared folder); default: STATE/index.sqlite")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--max-body", type=float, default=64, metavar="MIB",

@@ -10,7 +10,10 @@ Pieces, usable on their own:
   SIGKILLed and restarted;
 * :func:`run_fault_drill` – N images through the proxy while the receiver is
   killed and restarted at random moments; then every check: each image stored
-  exactly once, stored pixels identical to a local decode, no partial files.
+  exactly once, stored pixels identical to a local decode, no partial files;
+* :class:`PostgresCluster`, :class:`HAProxyProcess` and :func:`run_fleet_drill`
+  – several receivers behind HAProxy sharing a PostgreSQL index, a state
+  folder and a store; receivers SIGKILLed and PostgreSQL restarted mid-run.
 
 ``python -m radseal.transport.drill serve ...`` is the receiver process entry
 point (it can load the stand-in codec, which ``radseal serve`` does not offer).
@@ -250,7 +253,8 @@ def serve_main(argv: list[str]) -> int:
     p.add_argument("--key", required=True)
     p.add_argument("--trust", required=True)
     p.add_argument("--store", required=True)
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help="SQLite file or postgresql:// URL")
+    p.add_argument("--state", default=None, help="archive and spool folder (required with a postgresql:// index)")
     p.add_argument("--codec", default="bitdrop", choices=("bitdrop", "pretrained"))
     p.add_argument("--workers-threads", type=int, default=None)
     a = p.parse_args(argv)
@@ -260,6 +264,7 @@ def serve_main(argv: list[str]) -> int:
         load_trusted(a.trust),
         open_store(a.store),
         a.index,
+        archive_dir=Path(a.state) / "archive" if a.state else None,
         codec=load_codec(a.codec),
     )
     uvicorn.run(app, host="127.0.0.1", port=a.port, log_level="warning", access_log=False)
@@ -495,11 +500,369 @@ def _count_rows(index_path: Path) -> int:
         return 0
 
 
+# ---------------------------------------------------------------- the fleet drill
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster run by ``scripts/start-postgres.sh`` (and stopped by ``stop-postgres.sh``)."""
+
+    def __init__(self, scripts_dir: str | Path, folder: str | Path, port: int | None = None) -> None:
+        self.scripts_dir = Path(scripts_dir)
+        self.folder = Path(folder)
+        self.port = port or free_port()
+        self.url: str | None = None
+        self.restarts = 0
+
+    def start(self) -> str:
+        out = subprocess.run(["bash", str(self.scripts_dir / "start-postgres.sh"), str(self.folder), str(self.port)],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"start-postgres.sh failed: {out.stderr.strip()[-1500:]}")
+        self.url = out.stdout.strip().splitlines()[-1]
+        return self.url
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(["bash", str(self.scripts_dir / "stop-postgres.sh"), str(self.folder), mode],
+                       capture_output=True, timeout=120)
+
+    def restart(self, down_seconds: float = 0.5) -> None:
+        self.stop("immediate")  # as a crash: no checkpoint; committed rows must survive (WAL)
+        time.sleep(down_seconds)
+        self.start()
+        self.restarts += 1
+
+
+def haproxy_binary() -> str | None:
+    import shutil
+
+    return shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+
+
+def haproxy_config(port: int, backends: list[int]) -> str:
+    """HAProxy in front of receivers on loopback: round robin, health-checked every 200 ms.
+
+    A refused connection, or a receiver that closed without answering (killed), is retried by HAProxy
+    on another receiver (``retry-on conn-failure empty-response``, for requests that fit HAProxy's
+    buffer). That is safe because accepting a message is idempotent: one stored before the close is
+    answered as a duplicate with the receipt on record. Anything else is retried by the sender.
+    """
+    servers = "\n".join(f"    server r{i} 127.0.0.1:{p} check inter 200ms fall 1 rise 1" for i, p in enumerate(backends))
+    return f"""global
+    maxconn 512
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    retry-on conn-failure empty-response
+    option redispatch
+
+frontend radseal
+    bind 127.0.0.1:{port}
+    default_backend receivers
+
+backend receivers
+    balance roundrobin
+    option httpchk GET /healthz
+{servers}
+"""
+
+
+class HAProxyProcess:
+    """Debian's haproxy in the foreground, with :func:`haproxy_config`."""
+
+    def __init__(self, backends: list[int], workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.config = Path(workdir) / "haproxy.cfg"
+        self.config.write_text(haproxy_config(self.port, backends))
+        self.log_path = Path(workdir) / "haproxy.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        binary = haproxy_binary()
+        if binary is None:
+            raise RuntimeError("haproxy is not installed")
+        check = subprocess.run([binary, "-c", "-f", str(self.config)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy config refused: {check.stdout}{check.stderr}")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited: {self.log_path.read_text(errors='replace')[-1500:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("haproxy did not answer /healthz")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class FleetResult:
+    images: int
+    senders: int
+    receivers: int
+    kills: int
+    receiver_starts: int
+    failed_starts: list[str]
+    postgres_restarts: int
+    retries: int
+    seconds: float
+    messages_per_second: float
+    delivered: int
+    index_rows: int
+    stored_objects: int
+    archived: int
+    duplicates_in_store: int
+    pixel_mismatches: int
+    answered_by: dict
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def run_fleet_drill(
+    workdir: str | Path,
+    postgres: PostgresCluster,
+    n_images: int = 60,
+    *,
+    senders: int = 4,
+    receivers: int = 3,
+    kills: int = 3,
+    postgres_restart: bool = True,
+    codec_name: str = "bitdrop",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> FleetResult:
+    """``n_images`` from ``senders`` devices through HAProxy to ``receivers`` receivers sharing ``postgres``
+    (started), one state folder (archive) and one folder store; ``kills`` random receivers SIGKILLed and
+    restarted, PostgreSQL crashed and restarted once; then every check."""
+    import pydicom
+
+    from radseal.pipeline import open_image, seal_image
+    from radseal.seal import DeviceKey, ReceiverKey, parse_header, save_private_key, save_public_key
+    from radseal.transport.index import open_index
+    from radseal.transport.outbox import Outbox
+    from radseal.transport.sender import RetryPolicy, Sender
+    from radseal.transport.stores import FolderStore
+
+    say = progress or (lambda _msg: None)
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    receiver_key = ReceiverKey.generate()
+    save_private_key(receiver_key, work / "receiver.key")
+    (work / "trusted").mkdir(exist_ok=True)
+    devices = [DeviceKey.generate() for _ in range(senders)]
+    for k, dev in enumerate(devices):
+        save_public_key(dev.public_key(), work / "trusted" / f"device{k}.pub")
+    store_dir, state = work / "store", work / "state"
+    codec = load_codec(codec_name)
+    index_url = postgres.url
+    assert index_url is not None, "start the PostgreSQL cluster first"
+
+    say(f"sealing {n_images} images from {senders} devices")
+    outboxes = [Outbox(work / f"outbox{i}") for i in range(senders)]
+    sealed: dict[str, tuple[bytes, int]] = {}
+    for i, img in enumerate(drill_images(n_images, seed=seed)):
+        k = i % senders
+        message = seal_image(img, receiver_key.public_key(), devices[k], codec=codec)
+        message_id = parse_header(message.data).message_id
+        sealed[message_id] = (message.data, k)
+        outboxes[k].add(message_id, message.data, f"fleet-{i}", f"fleet-{i}")
+
+    procs = [
+        ReceiverProcess(
+            ["--key", str(work / "receiver.key"), "--trust", str(work / "trusted"), "--store", str(store_dir),
+             "--index", index_url, "--state", str(state), "--codec", codec_name],
+            free_port(), work / f"receiver{r}.log")
+        for r in range(receivers)
+    ]
+    for p in procs:
+        p.start()
+    balancer = HAProxyProcess([p.port for p in procs], work)
+    balancer.start()
+    index = open_index(index_url)
+    retries = [0]
+    done = threading.Event()
+    abort = threading.Event()
+    failures: list[str] = []
+    kills_done = [0]
+
+    def count() -> int:
+        try:
+            return index.count()
+        except Exception:  # the server restarting
+            return 0
+
+    # Faults at random points of the first two thirds of the run: after a random number of stored
+    # messages (plus a few ms: often mid-request). A killed receiver restarts in the background while
+    # the others carry the load, as a supervisor (systemd) would restart it.
+    last = max(2, 2 * n_images // 3)
+    events = [(t, "kill") for t in rng.sample(range(1, last), min(kills, last - 1))]
+    if postgres_restart:
+        events.append((rng.randint(max(1, n_images // 4), max(1, n_images // 2)), "postgres"))
+    events.sort()
+    restarting: set[int] = set()
+    failed_starts: list[str] = []
+    restarters: list[threading.Thread] = []
+
+    def restart_later(victim: ReceiverProcess) -> None:
+        # As a supervisor (systemd Restart=always) would: a receiver that exits at start, e.g. because
+        # PostgreSQL is still recovering from its crash, is started again, up to 5 times.
+        time.sleep(rng.uniform(0.1, 0.5))
+        try:
+            for attempt in range(5):
+                try:
+                    victim.start()
+                    return
+                except RuntimeError as exc:
+                    victim.kill()
+                    failed_starts.append(str(exc).splitlines()[-1][-300:])
+                    if attempt == 4:
+                        failures.append(str(exc))
+                        abort.set()
+                    time.sleep(1.0)
+        finally:
+            restarting.discard(victim.port)
+
+    def chaos() -> None:
+        for threshold, kind in events:
+            while not done.is_set() and count() < threshold:
+                time.sleep(0.005)
+            if done.is_set():
+                return
+            time.sleep(rng.uniform(0.0, 0.03))
+            if kind == "kill":
+                candidates = [p for p in procs if p.port not in restarting]
+                if not candidates:
+                    continue
+                victim = rng.choice(candidates)
+                victim.kill()
+                restarting.add(victim.port)
+                kills_done[0] += 1
+                say(f"killed receiver on port {victim.port} after about {threshold} stored")
+                t = threading.Thread(target=restart_later, args=(victim,), daemon=True)
+                t.start()
+                restarters.append(t)
+            else:
+                say(f"crashing and restarting PostgreSQL after about {threshold} stored")
+                try:
+                    postgres.restart()
+                except RuntimeError as exc:
+                    failures.append(str(exc))
+                    abort.set()
+                    return
+
+    def sleep_unless_aborted(seconds: float) -> None:
+        if abort.wait(seconds):
+            raise _Aborted()
+
+    def send(outbox: Outbox, k: int) -> None:
+        policy = RetryPolicy(base=0.05, cap=1.0, max_attempts=240)
+        with Sender(balancer.url, outbox, retry=policy, timeout=30.0, rng=random.Random(seed + k),
+                    sleep=sleep_unless_aborted) as sender:
+            def on_retry(*_args) -> None:
+                retries[0] += 1
+
+            try:
+                sender.flush(on_retry=on_retry)
+            except _Aborted:
+                pass
+
+    started = time.perf_counter()
+    chaos_thread = threading.Thread(target=chaos, daemon=True)
+    chaos_thread.start()
+    threads = [threading.Thread(target=send, args=(ob, k)) for k, ob in enumerate(outboxes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - started
+    done.set()
+    chaos_thread.join()
+    for t in restarters:
+        t.join()
+    balancer.stop()
+    for p in procs:
+        p.stop()
+
+    say("checking the index, the archive and the store")
+    problems = [f"fault injection failed: {f}" for f in failures]
+    rows = index.rows()
+    index.close()
+    store = FolderStore(store_dir)
+    files = store.files()
+    delivered = sum(ob.counts()["delivered"] for ob in outboxes)
+    pending = sum(ob.counts()["pending"] + ob.counts()["refused"] for ob in outboxes)
+    if pending:
+        problems.append(f"{pending} message(s) still pending or refused in the outboxes")
+    if sorted(r["message_id"] for r in rows) != sorted(sealed):
+        problems.append(f"index holds {len(rows)} row(s) for {len(sealed)} message(s) sent, or other ids")
+    sops = [r["sop_instance_uid"] for r in rows]
+    stored_sops = [f.stem for f in files]
+    duplicates = len(stored_sops) - len(set(stored_sops))
+    if sorted(stored_sops) != sorted(sops):
+        problems.append(f"store holds {len(files)} object(s) for {len(rows)} receipt(s)")
+    archived = len(list((state / "archive").glob("*/*.rsl")))
+    if archived != len(sealed):
+        problems.append(f"archive holds {archived} message(s), expected {len(sealed)}")
+    mismatches = 0
+    for row in rows:
+        data, k = sealed[row["message_id"]]
+        local = open_image(data, receiver_key, devices[k].public_key(), codec=codec)
+        stored = store.get(row["sop_instance_uid"])
+        ds = pydicom.dcmread(io.BytesIO(stored)) if stored else None
+        if ds is None or not np.array_equal(ds.pixel_array, local.image.pixels):
+            mismatches += 1
+    if mismatches:
+        problems.append(f"{mismatches} stored image(s) differ from a local decode")
+    answered_by = {p.port: (p.log_path.read_text(errors="replace").count("stored message=")) for p in procs}
+    return FleetResult(
+        images=n_images, senders=senders, receivers=receivers, kills=kills_done[0],
+        receiver_starts=sum(p.starts for p in procs), failed_starts=failed_starts, postgres_restarts=postgres.restarts, retries=retries[0],
+        seconds=round(seconds, 2), messages_per_second=round(n_images / seconds, 2) if seconds else 0.0,
+        delivered=delivered, index_rows=len(rows), stored_objects=len(files), archived=archived,
+        duplicates_in_store=duplicates, pixel_mismatches=mismatches,
+        answered_by={str(k): v for k, v in answered_by.items()}, problems=problems,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         return serve_main(argv[1:])
-    print("usage: python -m radseal.transport.drill serve --port P --key K --trust DIR --store S --index I", file=sys.stderr)
+    if argv[:1] == ["haproxy-config"]:
+        p = argparse.ArgumentParser(prog="python -m radseal.transport.drill haproxy-config")
+        p.add_argument("--port", type=int, required=True, help="port HAProxy listens on (127.0.0.1)")
+        p.add_argument("--backend", type=int, action="append", required=True, metavar="PORT",
+                       help="a receiver's port on 127.0.0.1 (repeat)")
+        a = p.parse_args(argv[1:])
+        sys.stdout.write(haproxy_config(a.port, a.backend))
+        return 0
+    print("usage: python -m radseal.transport.drill serve --port P --key K --trust DIR --store S --index I [--state DIR]\n"
+          "       python -m radseal.transport.drill haproxy-config --port P --backend PORT [--backend PORT ...]",
+          file=sys.stderr)
     return 2
 
 

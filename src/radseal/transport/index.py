@@ -1,4 +1,4 @@
-"""The receiver's index: one row per accepted message, in SQLite.
+"""The receiver's index: one row per accepted message, in SQLite (or PostgreSQL, :mod:`.index_pg`).
 
 A message is identified by the sender's key id and its message id, and
 bound to the SHA-256 of its sealed bytes (``sealed_sha256``). A message id
@@ -27,6 +27,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from radseal.transport.errors import TransportError
 from radseal.transport.files import private_file, private_mkdir
@@ -75,6 +76,38 @@ class OnRecord:
 
     def same_message(self, sender_key_id: str, sealed_sha256: str) -> bool:
         return self.sender_key_id == sender_key_id and self.sealed_sha256 == sealed_sha256
+
+
+class IndexUnavailable(TransportError):
+    """The index cannot be reached right now (a database server restarting): the receiver answers 503."""
+
+
+class Index(Protocol):
+    """What the receiver needs of a receipt index; :class:`ReceiptIndex` (SQLite) and
+    :class:`radseal.transport.index_pg.PostgresIndex` both provide it."""
+
+    path: Path | None  # the SQLite file, or None for a database server
+
+    def lookup(self, message_id: str) -> OnRecord | None: ...
+    def get(self, message_id: str) -> dict | None: ...
+    def record(self, receipt: dict, location: str) -> OnRecord: ...
+    def without_digest(self) -> list[tuple[str, str]]: ...
+    def set_digest(self, sender_key_id: str, message_id: str, sealed_sha256: str) -> None: ...
+    def count(self) -> int: ...
+    def rows(self) -> list[dict]: ...
+    def close(self) -> None: ...
+
+
+def open_index(spec: str | Path) -> Index:
+    """The receipt index named by ``spec``: ``postgresql://user@host:port/db`` (shared by a fleet of
+    receivers), or the path of a SQLite file (one receiver; the default)."""
+    from radseal.transport.index_pg import PostgresIndex, is_postgres_url
+
+    if is_postgres_url(str(spec)):
+        return PostgresIndex(str(spec))
+    if "://" in str(spec):
+        raise TransportError(f"{spec}: not a receipt index (a postgresql:// URL or a SQLite file path)")
+    return ReceiptIndex(spec)
 
 
 class ReceiptIndex:
@@ -201,3 +234,9 @@ class ReceiptIndex:
         with closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             return [dict(r) for r in db.execute("SELECT * FROM messages ORDER BY received_at")]
+
+    def close(self) -> None:
+        pass  # a connection per call: nothing held open
+
+    def __repr__(self) -> str:
+        return f"ReceiptIndex({str(self.path)!r})"

@@ -9,7 +9,7 @@ request body. For each message, in this order:
    fsync'd; an archived file is never replaced);
 3. decode the image;
 4. write the derived DICOM object to the store;
-5. record the receipt in the index (SQLite);
+5. record the receipt in the index (SQLite, or PostgreSQL shared by a fleet of receivers);
 6. only then answer ``200`` with the JSON receipt.
 
 A message is identified by (sender key id, message id) and bound to the
@@ -81,6 +81,7 @@ from radseal.extras import MissingExtraError
 from radseal.image import Image
 from radseal.io.derived import derived_dataset, message_uid_seed, uncompressed_bytes
 from radseal.io.dicom import encode_dicom
+from radseal.io.files import HOST_TAG
 from radseal.pipeline import DEFAULT_MAX_PIXELS
 from radseal.seal import (
     HEADER_BYTES,
@@ -93,8 +94,8 @@ from radseal.seal import (
 )
 from radseal.seal.format import container_bytes, parse_clear_header
 from radseal.transport.errors import StoreError, TransportError
-from radseal.transport.files import durable_write_new, file_sha256, own_private_dir, sweep_partial_files
-from radseal.transport.index import OnRecord, ReceiptIndex
+from radseal.transport.files import _pid_alive, durable_write_new, file_sha256, own_private_dir, sweep_partial_files
+from radseal.transport.index import Index, IndexUnavailable, OnRecord, open_index
 from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
 from radseal.transport.stores import Store, StoredObject
 
@@ -145,7 +146,7 @@ class Receiver:
     keys: Any
     trusted: Any
     store: Store
-    index: ReceiptIndex
+    index: Index
     archive_dir: Path
     codec: Any = None
     diagnose: Diagnose | None = None
@@ -219,9 +220,15 @@ class Receiver:
             raise Rejected(422, "not_authentic", str(exc)) from None
         except FormatError as exc:
             raise Rejected(400, "malformed", str(exc)) from None
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            return self._accept_opened(data, opened, digest)
+        except IndexUnavailable:  # a database server restarting: the sender retries; a row that did commit is found then
+            raise Rejected(503, "index_unavailable", "the receipt index is unavailable; retry later") from None
+
+    def _accept_opened(self, data: bytes, opened: Any, digest: str) -> tuple[dict, bool]:
         header = opened.header
         sender_key_id, message_id = header.sender_key_id, header.message_id
-        digest = hashlib.sha256(data).hexdigest()
         with self._locks.hold(message_id):
             known = self.index.lookup(message_id)
             if known is not None:
@@ -423,7 +430,9 @@ class _Spool:
             if len(self._head) < HEADER_BYTES:
                 return
             self._check_header(bytes(self._head[:HEADER_BYTES]))
-            fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".rsl", dir=self.folder)  # mode 0600
+            # mode 0600; named after this host and process, so that a receiver starting in a spool
+            # folder it shares with live ones removes only the uploads of dead processes
+            fd, name = tempfile.mkstemp(prefix=f".upload-{HOST_TAG}-{os.getpid()}-", suffix=".rsl", dir=self.folder)
             self.path = Path(name)
             self._fh = os.fdopen(fd, "wb", buffering=0)  # unbuffered: bytes received are on disk, not in memory
             chunk, self._head = bytes(self._head), bytearray()
@@ -607,9 +616,16 @@ class _NoServerErrors:
 
 
 def _sweep_spool(folder: Path) -> None:
-    """Remove upload files a stopped receiver left behind (they were never answered, so never acknowledged)."""
+    """Remove upload files that stopped receivers left behind (never answered, so never acknowledged).
+
+    Uploads of live receivers on this host, and of other hosts, sharing the folder are left alone.
+    """
     removed = 0
     for part in folder.glob(".upload-*.rsl"):
+        owner = part.name[len(".upload-") :].split("-")
+        if len(owner) >= 3 and owner[1].isdigit():  # .upload-<host>-<pid>-<random>.rsl
+            if owner[0] != HOST_TAG or (int(owner[1]) != os.getpid() and _pid_alive(int(owner[1]))):
+                continue
         try:
             part.unlink()
             removed += 1
@@ -623,7 +639,7 @@ def create_app(
     keys: Any,
     trusted: Any,
     store: Store,
-    index_path: str | Path,
+    index_path: str | Path | Index,
     *,
     archive_dir: str | Path | None = None,
     max_body: int = DEFAULT_MAX_BODY,
@@ -638,18 +654,25 @@ def create_app(
 
     ``keys``: receiver private key(s) (several during rotation); ``trusted``:
     device public keys; ``store``: a :class:`FolderStore` or
-    :class:`OrthancStore`; ``index_path``: the SQLite receipt index;
-    ``archive_dir``: where sealed bytes are archived (default: ``archive``
-    next to the index); ``max_body``: largest accepted body in bytes (or
-    ``limits.max_body``); ``codec``: the codec for decoding (default: the
+    :class:`OrthancStore`; ``index_path``: the receipt index, a SQLite
+    file path, a ``postgresql://`` URL (see :func:`open_index`) or an index
+    object; ``archive_dir``: where sealed bytes are archived (default:
+    ``archive`` next to a SQLite index; required with a database server);
+    ``max_body``: largest accepted body in bytes (or ``limits.max_body``); ``codec``: the codec for decoding (default: the
     pipeline's); ``diagnose``: optional ``Image -> dict`` hook whose result
     joins the receipt and the index (e.g. :func:`default_diagnose`);
     ``max_decodes``: how many messages may be opened and decoded at once
     (default: CPU count); ``limits``: see :class:`Limits`; ``spool_dir``:
     where bodies are received (private files, default ``incoming`` next to
-    the index).
+    the index, or next to the archive with a database server).
     """
-    index_path = Path(index_path)
+    index = index_path if hasattr(index_path, "record") else open_index(index_path)
+    if index.path is not None:
+        state_dir = Path(index.path).parent
+    elif archive_dir is not None:
+        state_dir = Path(archive_dir).parent
+    else:
+        raise TransportError("a receipt index on a database server needs an archive folder (archive_dir)")
     if limits is None:
         limits = Limits(max_body=max_body)
     if open_image is None:
@@ -660,15 +683,15 @@ def create_app(
         keys=list(keys) if isinstance(keys, Iterable) else [keys],
         trusted=list(trusted) if isinstance(trusted, Iterable) else [trusted],
         store=store,
-        index=ReceiptIndex(index_path),
-        archive_dir=Path(archive_dir) if archive_dir is not None else index_path.parent / "archive",
+        index=index,
+        archive_dir=Path(archive_dir) if archive_dir is not None else state_dir / "archive",
         codec=codec,
         diagnose=diagnose,
         open_image=open_image,
         max_decodes=max_decodes,
     )
     receiver.recover()
-    spool_dir = Path(spool_dir) if spool_dir is not None else index_path.parent / "incoming"
+    spool_dir = Path(spool_dir) if spool_dir is not None else state_dir / "incoming"
     try:
         spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
