@@ -27,7 +27,7 @@ F = torch.nn.functional
 from radseal.diagnosis.classifier import WEIGHTS_DIR, WEIGHTS_FILE, Classifier, save_weights  # noqa: E402
 from radseal.diagnosis.model import PneumoniaNet, numpy_state, torch_probabilities  # noqa: E402
 from radseal.diagnosis.view import DEFAULT_SIZE, load_views  # noqa: E402
-from radseal.io.dataset import Sample, list_samples, resolve_data_dir  # noqa: E402
+from radseal.io.dataset import Sample, list_samples, recorded_path, resolve_data_dir  # noqa: E402
 
 
 @dataclass
@@ -81,16 +81,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     gamma = torch.exp(u(math.log(0.8), math.log(1.25))).view(n, 1, 1, 1)
     return x.clamp(0, 1) ** gamma
-
-
-def _recorded_path(folder: Path) -> str:
-    """``folder`` as the record keeps it: relative to the checkout (``../shared/data/cxr``), or
-    just its name when it lies elsewhere, never an absolute path of the training machine."""
-    import os
-
-    repo = Path(__file__).resolve().parents[3]
-    rel = os.path.relpath(Path(folder).resolve(), repo)
-    return rel if not rel.startswith(os.pardir + os.sep + os.pardir) else Path(folder).name
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -167,7 +157,7 @@ def train_classifier(
     elapsed = time.time() - started
     info = {
         "command": command or " ".join(shlex.quote(a) for a in ["radseal", *sys.argv[1:]]),
-        "data": _recorded_path(root),
+        "data": recorded_path(root),
         "train_images": len(fit),
         "heldout_images": len(held),
         "heldout_files": [str(s.path.relative_to(root)) for s in held],

@@ -21,7 +21,7 @@ import numpy as np
 
 from radseal.evaluate.codecs import CodecUnderTest, EvaluationError, Setting
 from radseal.image import Image
-from radseal.io.dataset import Sample, list_samples, resolve_data_dir
+from radseal.io.dataset import Sample, list_samples, recorded_path, resolve_data_dir
 
 CROP = 384  # side of the native-resolution crop kept for the sample panels
 RECORDS = "records.jsonl"
@@ -144,7 +144,7 @@ def run_evaluation(config: EvalConfig, codecs: Sequence[CodecUnderTest], classif
                     bar.set_postfix_str(f"{codec.name} {setting.label}", refresh=False)
                     bar.update(1)
     bar.close()
-    return {"root": str(root), "samples": samples, "records": records, "crops": crops}
+    return {"root": recorded_path(root), "samples": samples, "records": records, "crops": crops}
 
 
 def classifier_identity(classifier) -> str:

@@ -119,3 +119,13 @@ def load_fixed(samples: list[Sample], size: int = 200, progress: bool = False) -
     xs = np.stack([fixed_size(read_image(s.path), size) for s in it]) if samples else np.zeros((0, size, size), np.float32)
     ys = np.array([-1 if s.label is None else s.label for s in samples], dtype=np.int64)
     return xs, ys
+
+
+def recorded_path(folder: str | Path) -> str:
+    """``folder`` as a committed record keeps it: relative to the checkout (``../shared/data/cxr``),
+    or just its name when it lies elsewhere; never an absolute path of the machine that made it."""
+    import os
+
+    repo = Path(__file__).resolve().parents[3]
+    rel = os.path.relpath(Path(folder).resolve(), repo)
+    return rel if not rel.startswith(os.pardir + os.sep + os.pardir) else Path(folder).name

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radseal.io.dataset import list_samples, load_fixed
+from radseal.io.dataset import list_samples, load_fixed, recorded_path
 from radseal.io.files import atomic_write
 from radseal.paper.autoencoder import INPUT_SIZE
 
@@ -70,5 +70,5 @@ def data_label(data_arg: str | None) -> str:
     (which ``resolve_data_dir`` looks up beside the checkout).
     """
     if data_arg:
-        return data_arg
+        return recorded_path(data_arg) if os.path.isabs(data_arg) else data_arg
     return os.environ.get("RADSEAL_DATA") or "../shared/data/cxr"
