@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 /* ------------------------------------------------------------------------ */
 /* 1. range coder                                                            */
@@ -832,12 +833,344 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------------ */
+/* 5. the sequential wavelet-coefficient coder (rsc3)                         */
+/*
+ * Bands arrive concatenated in coding order: the low-pass band, then per
+ * level from coarsest to finest hl, lh, hh, each row-major. Every detail
+ * coefficient is coded in raster order within its band with put_int under
+ *   magnitude context = 16 * k + min(15, act_bucket(t)), where
+ *     own = 2|N| + 2|W| + |NW| + |NE| + |NN| + |WW|   (decoded, same band)
+ *     ps  = 2|parent| + |siblings already coded at this position|
+ *     t   = own + ps,  k = 0 if own == 0, 1 if own > 0 and ps == 0, else 2;
+ *   sign context = 9 sgn3(N) + 3 sgn3(W) + sgn3(parent)  (sgn3: -,0,+ -> 0,1,2).
+ * Models: 0 for the low-pass band (MED-predicted residuals), then one per
+ * (level from finest, capped at 3) x (hl/lh or hh): 9 IntModels, all
+ * starting at p = 1/2 and adapting. The reference rule is in
+ * radseal/codec/seq_reference.py.
+ */
+#define SEQ_MAXBANDS 64
+#define SEQ_NMODELS 9
+
+typedef struct {
+    int nb, nlev;
+    int32_t h[SEQ_MAXBANDS], w[SEQ_MAXBANDS];
+    size_t off[SEQ_MAXBANDS];
+    size_t total;
+} SeqGeom;
+
+static int seq_geom(SeqGeom *g, const int32_t *shapes, Py_ssize_t nshape) {
+    if (nshape % 2 || nshape < 2 || nshape / 2 > SEQ_MAXBANDS || (nshape / 2 - 1) % 3) {
+        PyErr_SetString(PyExc_ValueError, "band shapes must be 1 + 3 * levels pairs");
+        return -1;
+    }
+    g->nb = (int)(nshape / 2);
+    g->nlev = (g->nb - 1) / 3;
+    size_t off = 0;
+    for (int b = 0; b < g->nb; b++) {
+        int32_t h = shapes[2 * b], w = shapes[2 * b + 1];
+        if (h < 0 || w < 0 || h > 65536 || w > 65536) {
+            PyErr_SetString(PyExc_ValueError, "band shape out of range");
+            return -1;
+        }
+        g->h[b] = h;
+        g->w[b] = w;
+        g->off[b] = off;
+        off += (size_t)h * w;
+        if (off > (size_t)MAX_PIXELS) {
+            PyErr_SetString(PyExc_ValueError, "bands hold more coefficients than the engine supports");
+            return -1;
+        }
+    }
+    g->total = off;
+    return 0;
+}
+
+static inline int32_t seq_at(const int32_t *band, int32_t h, int32_t w, int32_t y, int32_t x) {
+    if (h == 0 || w == 0) return 0;
+    if (y >= h) y = h - 1;
+    if (x >= w) x = w - 1;
+    return band[(size_t)y * w + x];
+}
+
+/* Context of coefficient (y, x) of detail band b, from the decoded values in v. */
+static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y, int32_t x, int *ctx, int *sctx) {
+    const int32_t w = g->w[b];
+    const int32_t *B = v + g->off[b];
+    const int lev = (b - 1) / 3, o = (b - 1) % 3;
+    int32_t N = y > 0 ? B[(size_t)(y - 1) * w + x] : 0;
+    int32_t W = x > 0 ? B[(size_t)y * w + x - 1] : 0;
+    int32_t NW = (y > 0 && x > 0) ? B[(size_t)(y - 1) * w + x - 1] : 0;
+    int32_t NE = (y > 0 && x + 1 < w) ? B[(size_t)(y - 1) * w + x + 1] : 0;
+    int32_t NN = y > 1 ? B[(size_t)(y - 2) * w + x] : 0;
+    int32_t WW = x > 1 ? B[(size_t)y * w + x - 2] : 0;
+    uint32_t own = 2u * (uint32_t)abs(N) + 2u * (uint32_t)abs(W) + (uint32_t)abs(NW) + (uint32_t)abs(NE) + (uint32_t)abs(NN) +
+                   (uint32_t)abs(WW);
+    int32_t P = 0;
+    uint32_t ps = 0;
+    if (lev > 0) {
+        int pb = b - 3;
+        P = seq_at(v + g->off[pb], g->h[pb], g->w[pb], y >> 1, x >> 1);
+        ps += 2u * (uint32_t)abs(P);
+    }
+    for (int s = 0; s < o; s++) {
+        int sb = b - o + s;
+        ps += (uint32_t)abs(seq_at(v + g->off[sb], g->h[sb], g->w[sb], y, x));
+    }
+    uint32_t t = own + ps;
+    if (t > (1u << 30)) t = 1u << 30;
+    int a = act_bucket(t);
+    if (a > 15) a = 15;
+    int k = own == 0 ? 0 : (ps == 0 ? 1 : 2);
+    *ctx = 16 * k + a;
+    *sctx = 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P);
+}
+
+static inline int seq_model(const SeqGeom *g, int b) {
+    int lev = (b - 1) / 3, o = (b - 1) % 3;
+    int f = g->nlev - 1 - lev;
+    if (f > 3) f = 3;
+    return 1 + 2 * f + (o == 2);
+}
+
+/* Low-pass band: MED prediction from decoded neighbours, residual context
+ * from the local gradient. */
+static inline int32_t seq_ll_pred(const int32_t *B, int32_t w, int32_t y, int32_t x, int *ctx) {
+    int32_t W = x > 0 ? B[(size_t)y * w + x - 1] : (y > 0 ? B[(size_t)(y - 1) * w + x] : 0);
+    int32_t N = y > 0 ? B[(size_t)(y - 1) * w + x] : W;
+    int32_t NW = (y > 0 && x > 0) ? B[(size_t)(y - 1) * w + x - 1] : N;
+    int32_t NE = (y > 0 && x + 1 < w) ? B[(size_t)(y - 1) * w + x + 1] : N;
+    uint32_t grad = (uint32_t)abs(W - NW) + (uint32_t)abs(N - NW) + (uint32_t)abs(NE - N);
+    if (grad > (1u << 30)) grad = 1u << 30;
+    *ctx = act_bucket(grad);
+    return med3(W, N, W + N - NW);
+}
+
+/* -log2(p / 65536) in 1/256 bit, for the encoder's rate-distortion choice only. */
+static uint16_t seq_cost_table[4097];
+static int seq_cost_ready = 0;
+static void seq_cost_init(void) {
+    if (seq_cost_ready) return;
+    for (int i = 1; i <= 4096; i++) seq_cost_table[i] = (uint16_t)(-log2((double)i / 4096.0) * 256.0 + 0.5);
+    seq_cost_table[0] = seq_cost_table[1];
+    seq_cost_ready = 1;
+}
+static inline uint32_t seq_cost(const Bit *m, int bit) {
+    uint32_t p = bit_p(m);
+    if (bit) p = 65536 - p;
+    return seq_cost_table[p >> 4];
+}
+
+/* The coding loop, shared by encoder (enc, v holds the symbols, may be
+ * changed by the rate-distortion choice) and decoder (dec, v written).
+ * rdo: per coefficient |c| / step in 1/256 (encoder only, may be NULL);
+ * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
+ * lam: squared steps per bit, in 1/256. */
+static int seq_code(const SeqGeom *g, IntModel *models, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
+                    const int32_t *keep, int32_t lam, int32_t *trc) {
+    /* low-pass band */
+    {
+        const int32_t h = g->h[0], w = g->w[0];
+        int32_t *B = v + g->off[0];
+        for (int32_t y = 0; y < h; y++)
+            for (int32_t x = 0; x < w; x++) {
+                int c;
+                int32_t pred = seq_ll_pred(B, w, y, x, &c);
+                size_t i = (size_t)y * w + x;
+                if (enc) {
+                    int64_t r = (int64_t)B[i] - pred;
+                    if (r <= -(1 << EMAX) || r >= (1 << EMAX)) return -2;
+                    put_int(enc, &models[0], c, 0, (uint32_t)(r < 0 ? -r : r), r < 0, 0);
+                } else {
+                    int neg;
+                    uint32_t m = get_int(dec, &models[0], c, 0, &neg, 0);
+                    int64_t r = neg ? -(int64_t)m : (int64_t)m;
+                    int64_t val = (int64_t)pred + r;
+                    if (val > (1 << 28) || val < -(1 << 28)) return -3;
+                    B[i] = (int32_t)val;
+                }
+                if (trc) { trc[2 * i] = c; trc[2 * i + 1] = 0; }
+            }
+    }
+    for (int b = 1; b < g->nb; b++) {
+        const int32_t h = g->h[b], w = g->w[b];
+        int32_t *B = v + g->off[b];
+        IntModel *m = &models[seq_model(g, b)];
+        for (int32_t y = 0; y < h; y++) {
+            for (int32_t x = 0; x < w; x++) {
+                int c, sc;
+                seq_ctx(g, v, b, y, x, &c, &sc);
+                size_t i = (size_t)y * w + x;
+                if (trc) { trc[2 * (g->off[b] + i)] = c; trc[2 * (g->off[b] + i) + 1] = sc; }
+                if (enc) {
+                    int32_t val = B[i];
+                    if (val <= -(1 << EMAX) || val >= (1 << EMAX)) return -2;
+                    if (rdo && (val == 1 || val == -1)) {
+                        /* drop an expensive +-1 when the squared error it saves is worth less than its bits */
+                        int64_t u = rdo[g->off[b] + i], k = keep[b];
+                        int64_t saved = u * u - (u - k) * (u - k); /* 1/65536 step^2 */
+                        int64_t bits1 = (int64_t)seq_cost(&m->b[OFF_ZERO + c], 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
+                                        seq_cost(&m->b[OFF_EXPO + c * EMAX], 0);
+                        int64_t bits0 = seq_cost(&m->b[OFF_ZERO + c], 0);
+                        if (saved * 256 < (int64_t)lam * (bits1 - bits0) * 256) { val = 0; B[i] = 0; }
+                    }
+                    put_int(enc, m, c, sc, (uint32_t)abs(val), val < 0, 0);
+                } else {
+                    int neg;
+                    uint32_t mag = get_int(dec, m, c, sc, &neg, 0);
+                    B[i] = neg ? -(int32_t)mag : (int32_t)mag;
+                }
+            }
+            if (enc && enc->oom) return -1;
+            if (dec && dec->overrun > 16) return -4;
+        }
+    }
+    return 0;
+}
+
+static IntModel *seq_models(void) {
+    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel));
+    if (m)
+        for (int k = 0; k < SEQ_NMODELS; k++) model_init(&m[k], NULL);
+    return m;
+}
+
+/* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
+ * -> (bytes, final symbols int32 bytes) */
+static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
+    Py_buffer vb, sb, rb, kb;
+    int lam = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*i", &vb, &sb, &rb, &kb, &lam)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    int32_t *v = NULL;
+    RangeEnc enc;
+    enc_init(&enc);
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4) ||
+        (rb.len && !kb.len)) {
+        PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
+        goto done;
+    }
+    models = seq_models();
+    v = (int32_t *)malloc(g.total * 4 + 4);
+    if (!models || !v) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(v, vb.buf, g.total * 4);
+    seq_cost_init();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = seq_code(&g, models, &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
+    if (rc == 0) enc_flush(&enc);
+    Py_END_ALLOW_THREADS
+    if (rc == -2) {
+        PyErr_SetString(PyExc_ValueError, "a coefficient is too large to code");
+        goto done;
+    }
+    if (rc < 0 || enc.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_BuildValue("(y#y#)", (const char *)enc.buf, (Py_ssize_t)enc.len, (const char *)v, (Py_ssize_t)(g.total * 4));
+done:
+    free(models);
+    free(v);
+    free(enc.buf);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&kb);
+    return result;
+}
+
+/* seq_decode(payload, shapes int32) -> bytes of int32 symbols; ValueError on a damaged stream. */
+static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
+    Py_buffer db, sb;
+    if (!PyArg_ParseTuple(args, "y*y*", &db, &sb)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    models = seq_models();
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(g.total * 4));
+    if (!out || !models) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    int32_t *v = (int32_t *)PyBytes_AS_STRING(out);
+    memset(v, 0, g.total * 4);
+    RangeDec dec;
+    dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = seq_code(&g, models, NULL, &dec, v, NULL, NULL, 0, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, rc < 0 || dec.overrun ? "coefficient stream ends early or holds values out of range"
+                                                                : "coefficient stream has bytes after the last band");
+        goto done;
+    }
+    result = out;
+done:
+    free(models);
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
+/* seq_trace(symbols int32, shapes int32) -> bytes of int32 (ctx, sctx) pairs per coefficient, for tests. */
+static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
+    Py_buffer vb, sb;
+    if (!PyArg_ParseTuple(args, "y*y*", &vb, &sb)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    int32_t *v = NULL, *trc = NULL;
+    RangeEnc enc;
+    enc_init(&enc);
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    if (vb.len != (Py_ssize_t)(g.total * 4)) {
+        PyErr_SetString(PyExc_ValueError, "symbol buffer does not match the band shapes");
+        goto done;
+    }
+    models = seq_models();
+    v = (int32_t *)malloc(g.total * 4 + 4);
+    trc = (int32_t *)malloc(g.total * 8 + 8);
+    if (!models || !v || !trc) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(v, vb.buf, g.total * 4);
+    int rc = seq_code(&g, models, &enc, NULL, v, NULL, NULL, 0, trc);
+    if (rc < 0) {
+        PyErr_SetString(PyExc_ValueError, "could not code these symbols");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)trc, (Py_ssize_t)(g.total * 8));
+done:
+    free(models);
+    free(v);
+    free(trc);
+    free(enc.buf);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS, "encode(pixels_u16, h, w, maxval, near, init[, want_state[, want_recon]]) -> bytes, (bytes, probs, counts) or (bytes, recon)"},
     {"decode", py_decode, METH_VARARGS, "decode(payload, h, w, maxval, near, init) -> bytes (uint16)"},
     {"trace", py_trace, METH_VARARGS, "trace(pixels_u16, h, w, maxval, near) -> (pred, ctx, bctx, sctx) int32 bytes"},
     {"code_ints", py_code_ints, METH_VARARGS, "code_ints(values, ctx, sctx, init) -> bytes"},
     {"decode_ints", py_decode_ints, METH_VARARGS, "decode_ints(payload, ctx, sctx, init) -> bytes (int32)"},
+    {"seq_encode", py_seq_encode, METH_VARARGS, "seq_encode(symbols, shapes, rdo, keep, lam) -> (bytes, symbols)"},
+    {"seq_decode", py_seq_decode, METH_VARARGS, "seq_decode(payload, shapes) -> bytes (int32 symbols)"},
+    {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes) -> bytes (int32 ctx, sctx pairs)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_engine", "radseal's integer context-coding engine", -1,
