@@ -333,6 +333,10 @@ def markdown(result: dict) -> str:
         "RG1/RG3: right halves (held out from training), native bit depth. "
         "cxr_native (not offset, aligned with the source JPEG grid): JPEG, JPEG 2000, JPEG XL only, PSNR only.",
         "",
+        *([f"Baseline rows (JPEG, JPEG 2000, JPEG XL, AVIF, lossless) re-used from the run of {result['baselines_from']['started']} "
+           f"(`{result['baselines_from']['command']}`): the baselines are deterministic, so their bpp and PSNR are those of a fresh run; "
+           "their per-image times are from that run, not this one. The 2048 x 2048 timings below run JPEG 2000 fresh, in this run.", ""]
+          if result.get("baselines_from") else []),
         "bpp = len(bytes) * 8 / pixels (headers included); PSNR at the image's own peak (2^bits - 1); values are means over images.",
         "",
         f"## BD-rate of radseal against each baseline ({BD_RANGE[0]}-{BD_RANGE[1]} bpp; negative = radseal needs fewer bits)",
@@ -417,6 +421,7 @@ def main() -> int:
     ap.add_argument("--no-native", action="store_true", help="skip the non-offset chest X-ray copies")
     ap.add_argument("--no-2048", action="store_true", help="skip the 2048x2048 timing")
     ap.add_argument("--recompute", action="store_true", help="recompute tables/plots from OUT/rate_distortion.json's per-image rows")
+    ap.add_argument("--baselines-from", default=None, help="take the baselines' per-image rows (bpp, PSNR, MS-SSIM, times) from an earlier run's JSON instead of re-running them (same images required); the 2048 x 2048 timing still runs JPEG 2000 fresh")
     ap.add_argument("--also", default="rsc3-cdf97-seq", help="other installed model ids to measure beside the default (comma-separated; '' for none)")
     ap.add_argument("--child", nargs=2, metavar=("CODEC", "PARAM"), help=argparse.SUPPRESS)
     ap.add_argument("--side", type=int, default=2048, help=argparse.SUPPRESS)
@@ -447,13 +452,22 @@ def main() -> int:
     paths = pick_images(data, args.images)
     rows: list = []
     all_baselines = LOSSY_BASELINES + LOSSLESS_BASELINES
+    reused = None
+    if args.baselines_from:
+        reused = json.loads(Path(args.baselines_from).read_text())
+        if reused.get("images") != [p.name for p in paths]:
+            raise SystemExit("radseal: error: --baselines-from names other images than this run's")
+        for r in reused["per_image"]:
+            if r["codec"] in all_baselines:
+                rows.append(dict(r, psnr=math.inf if r.get("psnr") is None else r["psnr"]))
+        all_baselines = ()
     for p in tqdm(paths, desc="chest X-rays", unit="img"):
         img = read_image(p)
         off = img.with_pixels(np.ascontiguousarray(img.pixels[4:, 4:]))
         run_image(off, p.name, "cxr_offset", codec, qualities, all_baselines, True, rows)
         for mid, c in extra.items():
             run_image(off, p.name, "cxr_offset", c, qualities, (), True, rows, label=mid)
-        if not args.no_native:
+        if not args.no_native and reused is None:
             run_native(img, p.name, rows)
     for name in tqdm(("RG1", "RG3"), desc="pydicom-data", unit="img"):
         img = read_image(sample_path(name))
@@ -466,6 +480,7 @@ def main() -> int:
     curves = {ds: mean_curves(rows, ds) for ds in datasets}
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "baselines_from": None if reused is None else {"path": args.baselines_from, "command": reused.get("command"), "started": reused.get("started")},
         "started": started,
         "machine": f"{__import__('os').cpu_count()} CPU cores shared with other work, torch threads {args.threads}",
         "model": {

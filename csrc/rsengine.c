@@ -851,12 +851,16 @@ done:
  */
 #define SEQ_MAXBANDS 64
 #define SEQ_NMODELS 9
+#define SEQ_ZOWN 10                  /* own-activity classes of the significance context */
+#define SEQ_NBRIGHT 1               /* brightness classes (from the low-pass band) */
+#define SEQ_NZ (SEQ_ZOWN * 9 * SEQ_NBRIGHT) /* significance contexts per model */
 
 typedef struct {
     int nb, nlev;
     int32_t h[SEQ_MAXBANDS], w[SEQ_MAXBANDS];
     size_t off[SEQ_MAXBANDS];
     size_t total;
+    int32_t ll_min, ll_max; /* range of the decoded low-pass band (brightness classes) */
 } SeqGeom;
 
 static int seq_geom(SeqGeom *g, const int32_t *shapes, Py_ssize_t nshape) {
@@ -894,7 +898,7 @@ static inline int32_t seq_at(const int32_t *band, int32_t h, int32_t w, int32_t 
 }
 
 /* Context of coefficient (y, x) of detail band b, from the decoded values in v. */
-static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y, int32_t x, int *ctx, int *sctx) {
+static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y, int32_t x, int *ctx, int *sctx, int *zctx) {
     const int32_t w = g->w[b];
     const int32_t *B = v + g->off[b];
     const int lev = (b - 1) / 3, o = (b - 1) % 3;
@@ -907,7 +911,7 @@ static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y,
     uint32_t own = 2u * (uint32_t)abs(N) + 2u * (uint32_t)abs(W) + (uint32_t)abs(NW) + (uint32_t)abs(NE) + (uint32_t)abs(NN) +
                    (uint32_t)abs(WW);
     int32_t P = 0;
-    uint32_t ps = 0;
+    uint32_t ps = 0, sib = 0;
     if (lev > 0) {
         int pb = b - 3;
         P = seq_at(v + g->off[pb], g->h[pb], g->w[pb], y >> 1, x >> 1);
@@ -915,7 +919,21 @@ static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y,
     }
     for (int s = 0; s < o; s++) {
         int sb = b - o + s;
-        ps += (uint32_t)abs(seq_at(v + g->off[sb], g->h[sb], g->w[sb], y, x));
+        sib += (uint32_t)abs(seq_at(v + g->off[sb], g->h[sb], g->w[sb], y, x));
+    }
+    if (sib > (1u << 28)) sib = 1u << 28;
+    ps += sib;
+    {
+        int ab = act_bucket(own > (1u << 30) ? (1u << 30) : own);
+        if (ab > SEQ_ZOWN - 1) ab = SEQ_ZOWN - 1;
+        int pz = P == 0 ? 0 : ((P == 1 || P == -1) ? 1 : 2);
+        int sz = sib == 0 ? 0 : (sib == 1 ? 1 : 2);
+        /* brightness: the low-pass value over this position, in SEQ_NBRIGHT classes of the band's range */
+        int32_t L = seq_at(v + g->off[0], g->h[0], g->w[0], y >> lev, x >> lev);
+        int br = (int)(((int64_t)L - g->ll_min) * SEQ_NBRIGHT / ((int64_t)g->ll_max - g->ll_min + 1));
+        if (br < 0) br = 0;
+        if (br >= SEQ_NBRIGHT) br = SEQ_NBRIGHT - 1;
+        *zctx = ((br * SEQ_ZOWN + ab) * 3 + pz) * 3 + sz;
     }
     uint32_t t = own + ps;
     if (t > (1u << 30)) t = 1u << 30;
@@ -966,7 +984,7 @@ static inline uint32_t seq_cost(const Bit *m, int bit) {
  * rdo: per coefficient |c| / step in 1/256 (encoder only, may be NULL);
  * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
  * lam: squared steps per bit, in 1/256. */
-static int seq_code(const SeqGeom *g, IntModel *models, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
+static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
                     const int32_t *keep, int32_t lam, int32_t *trc) {
     /* low-pass band */
     {
@@ -989,19 +1007,30 @@ static int seq_code(const SeqGeom *g, IntModel *models, RangeEnc *enc, RangeDec 
                     if (val > (1 << 28) || val < -(1 << 28)) return -3;
                     B[i] = (int32_t)val;
                 }
-                if (trc) { trc[2 * i] = c; trc[2 * i + 1] = 0; }
+                if (trc) { trc[3 * i] = c; trc[3 * i + 1] = 0; trc[3 * i + 2] = 0; }
             }
+    }
+    g->ll_min = g->ll_max = 0;
+    for (size_t i = 0; i < (size_t)g->h[0] * g->w[0]; i++) {
+        int32_t L = v[g->off[0] + i];
+        if (i == 0 || L < g->ll_min) g->ll_min = L;
+        if (i == 0 || L > g->ll_max) g->ll_max = L;
     }
     for (int b = 1; b < g->nb; b++) {
         const int32_t h = g->h[b], w = g->w[b];
         int32_t *B = v + g->off[b];
         IntModel *m = &models[seq_model(g, b)];
+        Bit *zb = zbits + (size_t)seq_model(g, b) * SEQ_NZ;
         for (int32_t y = 0; y < h; y++) {
             for (int32_t x = 0; x < w; x++) {
-                int c, sc;
-                seq_ctx(g, v, b, y, x, &c, &sc);
+                int c, sc, zc;
+                seq_ctx(g, v, b, y, x, &c, &sc, &zc);
                 size_t i = (size_t)y * w + x;
-                if (trc) { trc[2 * (g->off[b] + i)] = c; trc[2 * (g->off[b] + i) + 1] = sc; }
+                if (trc) {
+                    trc[3 * (g->off[b] + i)] = c;
+                    trc[3 * (g->off[b] + i) + 1] = sc;
+                    trc[3 * (g->off[b] + i) + 2] = zc;
+                }
                 if (enc) {
                     int32_t val = B[i];
                     if (val <= -(1 << EMAX) || val >= (1 << EMAX)) return -2;
@@ -1009,16 +1038,27 @@ static int seq_code(const SeqGeom *g, IntModel *models, RangeEnc *enc, RangeDec 
                         /* drop an expensive +-1 when the squared error it saves is worth less than its bits */
                         int64_t u = rdo[g->off[b] + i], k = keep[b];
                         int64_t saved = u * u - (u - k) * (u - k); /* 1/65536 step^2 */
-                        int64_t bits1 = (int64_t)seq_cost(&m->b[OFF_ZERO + c], 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
-                                        seq_cost(&m->b[OFF_EXPO + c * EMAX], 0);
-                        int64_t bits0 = seq_cost(&m->b[OFF_ZERO + c], 0);
+                        int64_t bits1 = (int64_t)seq_cost(&zb[zc], 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
+                                        seq_cost(&m->b[OFF_ZERO + c], 0);
+                        int64_t bits0 = seq_cost(&zb[zc], 0);
                         if (saved * 256 < (int64_t)lam * (bits1 - bits0) * 256) { val = 0; B[i] = 0; }
                     }
-                    put_int(enc, m, c, sc, (uint32_t)abs(val), val < 0, 0);
+                    /* significance under its own context, then sign, then |v| - 1 by the integer coder */
+                    put_bit(enc, &zb[zc], val != 0);
+                    if (val) {
+                        put_bit(enc, &m->b[OFF_SIGN + sc], val < 0);
+                        put_int(enc, m, c, 0, (uint32_t)abs(val) - 1, 0, 1);
+                    }
                 } else {
                     int neg;
-                    uint32_t mag = get_int(dec, m, c, sc, &neg, 0);
-                    B[i] = neg ? -(int32_t)mag : (int32_t)mag;
+                    if (get_bit(dec, &zb[zc])) {
+                        int s = get_bit(dec, &m->b[OFF_SIGN + sc]);
+                        uint32_t mag = get_int(dec, m, c, 0, &neg, 1) + 1;
+                        if (mag >= (1u << EMAX)) return -3;
+                        B[i] = s ? -(int32_t)mag : (int32_t)mag;
+                    } else {
+                        B[i] = 0;
+                    }
                 }
             }
             if (enc && enc->oom) return -1;
@@ -1028,12 +1068,17 @@ static int seq_code(const SeqGeom *g, IntModel *models, RangeEnc *enc, RangeDec 
     return 0;
 }
 
+/* All adaptive state of one image: the integer models, then the significance bits. */
 static IntModel *seq_models(void) {
-    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel));
-    if (m)
+    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel) + SEQ_NMODELS * SEQ_NZ * sizeof(Bit));
+    if (m) {
         for (int k = 0; k < SEQ_NMODELS; k++) model_init(&m[k], NULL);
+        Bit *z = (Bit *)(m + SEQ_NMODELS);
+        for (int k = 0; k < SEQ_NMODELS * SEQ_NZ; k++) bit_init(&z[k], 32768);
+    }
     return m;
 }
+#define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
 
 /* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
  * -> (bytes, final symbols int32 bytes) */
@@ -1063,7 +1108,7 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     seq_cost_init();
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
     if (rc == 0) enc_flush(&enc);
     Py_END_ALLOW_THREADS
     if (rc == -2) {
@@ -1107,7 +1152,7 @@ static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, NULL, &dec, v, NULL, NULL, 0, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), NULL, &dec, v, NULL, NULL, 0, NULL);
     Py_END_ALLOW_THREADS
     if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
         Py_DECREF(out);
@@ -1140,18 +1185,18 @@ static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
     }
     models = seq_models();
     v = (int32_t *)malloc(g.total * 4 + 4);
-    trc = (int32_t *)malloc(g.total * 8 + 8);
+    trc = (int32_t *)malloc(g.total * 12 + 12);
     if (!models || !v || !trc) {
         PyErr_NoMemory();
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    int rc = seq_code(&g, models, &enc, NULL, v, NULL, NULL, 0, trc);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), &enc, NULL, v, NULL, NULL, 0, trc);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "could not code these symbols");
         goto done;
     }
-    result = PyBytes_FromStringAndSize((const char *)trc, (Py_ssize_t)(g.total * 8));
+    result = PyBytes_FromStringAndSize((const char *)trc, (Py_ssize_t)(g.total * 12));
 done:
     free(models);
     free(v);

@@ -23,7 +23,7 @@ Payload (inside the usual ``RSLC`` container)::
     1 byte    format (0)
     2 x B     per band, the reconstruction offsets of magnitude 1 and of
               magnitudes >= 2 within their bin, in 1/256 of a step (uint8)
-    4 bytes   CRC-32 of the decoded symbols (int32, little-endian, coding order)
+    4 bytes   CRC-32 of the offsets, then the decoded symbols (int32, little-endian, coding order)
     ...       the engine's coefficient stream
 
 Everything the decoder does up to the symbols is integer arithmetic; the
@@ -140,7 +140,7 @@ class SeqCodec(Codec):
         offs = bytearray()
         for b, (bu, bs) in enumerate(zip(bands_u, unflatten(final, shapes))):
             offs += bytes(_offsets(bu, bs, m.rounding)) if b else bytes(2)
-        crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes()) & 0xFFFFFFFF)
+        crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(bytes(offs))) & 0xFFFFFFFF)
         return bytes([FORMAT]) + bytes(offs) + crc + stream, final
 
     def _encode(self, coeffs, height: int, width: int, quality: int) -> bytes:
@@ -160,7 +160,7 @@ class SeqCodec(Codec):
         except ValueError as exc:
             raise BitstreamError(f"entropy-coded payload rejected: {exc}") from None
         sym = np.frombuffer(raw, dtype=np.int32)
-        if struct.pack("<I", zlib.crc32(raw) & 0xFFFFFFFF) != crc:
+        if struct.pack("<I", zlib.crc32(raw, zlib.crc32(offs.tobytes())) & 0xFFFFFFFF) != crc:
             raise BitstreamError("entropy-coded payload did not decode cleanly (corrupted)")
         return sym, offs
 

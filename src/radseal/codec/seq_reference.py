@@ -2,13 +2,16 @@
 section 5), for tests: slow, but written from the documented rule, not from the C code.
 
 ``contexts(symbols, shapes)`` returns, per coefficient in coding order, the
-(magnitude context, sign context) pair the engine uses; for low-pass coefficients
-the magnitude context of the MED residual and sign context 0.
+(magnitude context, sign context, significance context) the engine uses; for
+low-pass coefficients the magnitude context of the MED residual and zeros.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+ZOWN = 10  # own-activity classes of the significance context
+NBRIGHT = 1  # brightness classes
 
 
 def act_bucket(a: int) -> int:
@@ -46,7 +49,8 @@ def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
             N = ll[y - 1, x] if y > 0 else W
             NW = ll[y - 1, x - 1] if (y > 0 and x > 0) else N
             NE = ll[y - 1, x + 1] if (y > 0 and x + 1 < w) else N
-            out.append((act_bucket(abs(W - NW) + abs(N - NW) + abs(NE - N)), 0))
+            out.append((act_bucket(abs(W - NW) + abs(N - NW) + abs(NE - N)), 0, 0))
+    lo, hi = (int(ll.min()), int(ll.max())) if ll.size else (0, 0)
     for b in range(1, len(bands)):
         band = bands[b]
         lev, o = (b - 1) // 3, (b - 1) % 3
@@ -60,7 +64,12 @@ def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
                 N, W, NW, NE, NN, WW = g(y - 1, x), g(y, x - 1), g(y - 1, x - 1), g(y - 1, x + 1), g(y - 2, x), g(y, x - 2)
                 own = 2 * abs(N) + 2 * abs(W) + abs(NW) + abs(NE) + abs(NN) + abs(WW)
                 P = _at(bands[b - 3], y >> 1, x >> 1) if lev > 0 else 0
-                ps = 2 * abs(P) + sum(abs(_at(bands[b - o + s], y, x)) for s in range(o))
+                sib = min(sum(abs(_at(bands[b - o + s], y, x)) for s in range(o)), 1 << 28)
+                ps = 2 * abs(P) + sib
                 k = 0 if own == 0 else (1 if ps == 0 else 2)
-                out.append((16 * k + min(15, act_bucket(min(own + ps, 1 << 30))), 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P)))
-    return np.asarray(out, dtype=np.int32).reshape(-1, 2)
+                pz = 0 if P == 0 else (1 if abs(P) == 1 else 2)
+                sz = 0 if sib == 0 else (1 if sib == 1 else 2)
+                br = min(max((_at(ll, y >> lev, x >> lev) - lo) * NBRIGHT // (hi - lo + 1), 0), NBRIGHT - 1)
+                zc = ((br * ZOWN + min(act_bucket(own), ZOWN - 1)) * 3 + pz) * 3 + sz
+                out.append((16 * k + min(15, act_bucket(min(own + ps, 1 << 30))), 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P), zc))
+    return np.asarray(out, dtype=np.int32).reshape(-1, 3)
