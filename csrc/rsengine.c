@@ -850,10 +850,11 @@ done:
  * radseal/codec/seq_reference.py.
  */
 #define SEQ_MAXBANDS 64
+#define SEQ_TRACE 5 /* traced values per coefficient: ctx, sign ctx, significance ctx 1 and 2, mixer set */
 #define SEQ_NMODELS 9
 #define SEQ_ZOWN 10                  /* own-activity classes of the significance context */
 #define SEQ_NBRIGHT 1               /* brightness classes (from the low-pass band) */
-#define SEQ_NZ (SEQ_ZOWN * 9 * SEQ_NBRIGHT) /* significance contexts per model */
+#define SEQ_NZ (SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + NCTX) /* significance contexts per model (three views) */
 
 typedef struct {
     int nb, nlev;
@@ -898,7 +899,8 @@ static inline int32_t seq_at(const int32_t *band, int32_t h, int32_t w, int32_t 
 }
 
 /* Context of coefficient (y, x) of detail band b, from the decoded values in v. */
-static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y, int32_t x, int *ctx, int *sctx, int *zctx) {
+#define SEQ_NZ2 (4 * 5 * 4)
+static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y, int32_t x, int *ctx, int *sctx, int *zctx, int *zctx2, int *zmix) {
     const int32_t w = g->w[b];
     const int32_t *B = v + g->off[b];
     const int lev = (b - 1) / 3, o = (b - 1) % 3;
@@ -934,6 +936,25 @@ static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y,
         if (br < 0) br = 0;
         if (br >= SEQ_NBRIGHT) br = SEQ_NBRIGHT - 1;
         *zctx = ((br * SEQ_ZOWN + ab) * 3 + pz) * 3 + sz;
+        /* second view: the nearest two, the farther four, and the parent's magnitude, coarsely */
+        uint32_t nw = (uint32_t)abs(N) + (uint32_t)abs(W);
+        int c1 = nw == 0 ? 0 : (nw == 1 ? 1 : (nw <= 3 ? 2 : 3));
+        int c2 = (NW != 0) + (NE != 0) + (NN != 0) + (WW != 0);
+        /* the parent's 3 x 3 neighbourhood (the siblings' values on the coarsest level) */
+        uint32_t pn = 0;
+        if (lev > 0) {
+            int pb = b - 3;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int32_t py = (y >> 1) + dy, px = (x >> 1) + dx;
+                    if (py >= 0 && px >= 0) pn += (uint32_t)abs(seq_at(v + g->off[pb], g->h[pb], g->w[pb], py, px));
+                }
+        } else {
+            pn = sib;
+        }
+        int c3 = pn == 0 ? 0 : (pn <= 2 ? 1 : (pn <= 6 ? 2 : 3));
+        *zctx2 = (c1 * 5 + c2) * 4 + c3;
+        *zmix = ab * 4 + c3;
     }
     uint32_t t = own + ps;
     if (t > (1u << 30)) t = 1u << 30;
@@ -949,6 +970,80 @@ static inline int seq_model(const SeqGeom *g, int b) {
     int f = g->nlev - 1 - lev;
     if (f > 3) f = 3;
     return 1 + 2 * f + (o == 2);
+}
+
+/* Logistic mixing of two significance estimates (as in the PAQ family), integer only:
+ * squash by interpolation in a 33-entry table, stretch as its exact inverse table. */
+static const int16_t seq_sq_t[33] = {1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
+                                     2549, 2994, 3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094};
+static inline int seq_squash(int d) { /* d in 1/256 -> p(1) in 1/4096 */
+    if (d > 2047) d = 2047;
+    if (d < -2047) d = -2047;
+    int u = d + 2048, k = u >> 7, f = u & 127;
+    return (seq_sq_t[k] * (128 - f) + seq_sq_t[k + 1] * f + 64) >> 7;
+}
+static int16_t seq_st_t[4096];
+static int seq_st_ready = 0;
+static void seq_stretch_init(void) {
+    if (seq_st_ready) return;
+    int pi = 0;
+    for (int x = -2047; x <= 2047; x++) {
+        int v = seq_squash(x);
+        for (int i = pi; i <= v; i++) seq_st_t[i] = (int16_t)x;
+        pi = v + 1;
+    }
+    for (int i = pi; i < 4096; i++) seq_st_t[i] = 2047;
+    seq_st_ready = 1;
+}
+#define SEQ_NMIX 3
+#ifndef SEQ_MIXLR
+#define SEQ_MIXLR 1
+#endif
+#define SEQ_MIXSETS (SEQ_NMODELS * SEQ_ZOWN * 4)
+typedef struct {
+    int32_t w[SEQ_MIXSETS][SEQ_NMIX + 1]; /* Q16 */
+} SeqMixer;
+static void seq_mixer_init(SeqMixer *mx) {
+    for (int i = 0; i < SEQ_MIXSETS; i++) {
+        mx->w[i][0] = 22000;
+        mx->w[i][1] = 22000;
+        mx->w[i][2] = 22000;
+        mx->w[i][3] = 0;
+    }
+}
+/* P(bit = 0) in 1/65536 from the two models' estimates; st[] receives the inputs for the update. */
+static inline uint32_t seq_mix_p(const SeqMixer *mx, int set, const Bit *a, const Bit *b, const Bit *c, int *st) {
+    st[0] = seq_st_t[(65536 - bit_p(a)) >> 4];
+    st[1] = seq_st_t[(65536 - bit_p(b)) >> 4];
+    st[2] = seq_st_t[(65536 - bit_p(c)) >> 4];
+    st[3] = 256;
+    int64_t dot = 0;
+    for (int i = 0; i <= SEQ_NMIX; i++) dot += (int64_t)mx->w[set][i] * st[i];
+    int d = (int)(dot >= 0 ? dot >> 16 : -((-dot) >> 16));
+    uint32_t p1 = (uint32_t)seq_squash(d) << 4;
+    uint32_t p0 = 65536 - p1;
+    return p0 < PROB_MIN ? PROB_MIN : (p0 > PROB_MAX ? PROB_MAX : p0);
+}
+static inline void seq_mix_update(SeqMixer *mx, int set, const int *st, uint32_t p0, int bit) {
+    int err = ((bit << 12) - (int)((65536 - p0) >> 4)); /* 1/4096 */
+    for (int i = 0; i <= SEQ_NMIX; i++) {
+        int64_t dw = (int64_t)st[i] * err * SEQ_MIXLR; /* learning rate */
+        mx->w[set][i] += (int32_t)(dw >= 0 ? dw >> 10 : -((-dw) >> 10));
+    }
+}
+static inline void put_bit_p(RangeEnc *e, uint32_t p0, int bit) {
+    uint32_t bound = (e->range >> PROB_BITS) * p0;
+    if (!bit) e->range = bound;
+    else { e->low += bound; e->range -= bound; }
+    while (e->range < (1u << 24)) { e->range <<= 8; enc_shift_low(e); }
+}
+static inline int get_bit_p(RangeDec *d, uint32_t p0) {
+    uint32_t bound = (d->range >> PROB_BITS) * p0;
+    int bit;
+    if (d->code < bound) { d->range = bound; bit = 0; }
+    else { d->code -= bound; d->range -= bound; bit = 1; }
+    while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | dec_byte(d); }
+    return bit;
 }
 
 /* Low-pass band: MED prediction from decoded neighbours, residual context
@@ -984,7 +1079,7 @@ static inline uint32_t seq_cost(const Bit *m, int bit) {
  * rdo: per coefficient |c| / step in 1/256 (encoder only, may be NULL);
  * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
  * lam: squared steps per bit, in 1/256. */
-static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
+static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
                     const int32_t *keep, int32_t lam, int32_t *trc) {
     /* low-pass band */
     {
@@ -1007,7 +1102,11 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, RangeEnc *enc, Ran
                     if (val > (1 << 28) || val < -(1 << 28)) return -3;
                     B[i] = (int32_t)val;
                 }
-                if (trc) { trc[3 * i] = c; trc[3 * i + 1] = 0; trc[3 * i + 2] = 0; }
+                if (trc) {
+                    int32_t *t = trc + SEQ_TRACE * i;
+                    t[0] = c;
+                    t[1] = t[2] = t[3] = t[4] = 0;
+                }
             }
     }
     g->ll_min = g->ll_max = 0;
@@ -1023,13 +1122,20 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, RangeEnc *enc, Ran
         Bit *zb = zbits + (size_t)seq_model(g, b) * SEQ_NZ;
         for (int32_t y = 0; y < h; y++) {
             for (int32_t x = 0; x < w; x++) {
-                int c, sc, zc;
-                seq_ctx(g, v, b, y, x, &c, &sc, &zc);
+                int c, sc, zc, zc2, zm, st[SEQ_NMIX + 1];
+                seq_ctx(g, v, b, y, x, &c, &sc, &zc, &zc2, &zm);
+                Bit *za = &zb[zc], *zb2 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + zc2];
+                int mset = seq_model(g, b) * SEQ_ZOWN * 4 + zm;
+                Bit *zb3 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + c];
+                uint32_t pz0 = seq_mix_p(mx, mset, za, zb2, zb3, st);
                 size_t i = (size_t)y * w + x;
                 if (trc) {
-                    trc[3 * (g->off[b] + i)] = c;
-                    trc[3 * (g->off[b] + i) + 1] = sc;
-                    trc[3 * (g->off[b] + i) + 2] = zc;
+                    int32_t *t = trc + SEQ_TRACE * (g->off[b] + i);
+                    t[0] = c;
+                    t[1] = sc;
+                    t[2] = zc;
+                    t[3] = zc2;
+                    t[4] = mset;
                 }
                 if (enc) {
                     int32_t val = B[i];
@@ -1038,20 +1144,30 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, RangeEnc *enc, Ran
                         /* drop an expensive +-1 when the squared error it saves is worth less than its bits */
                         int64_t u = rdo[g->off[b] + i], k = keep[b];
                         int64_t saved = u * u - (u - k) * (u - k); /* 1/65536 step^2 */
-                        int64_t bits1 = (int64_t)seq_cost(&zb[zc], 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
+                        Bit zp = {(uint16_t)pz0, (uint16_t)pz0, 0};
+                        int64_t bits1 = (int64_t)seq_cost(&zp, 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
                                         seq_cost(&m->b[OFF_ZERO + c], 0);
-                        int64_t bits0 = seq_cost(&zb[zc], 0);
+                        int64_t bits0 = seq_cost(&zp, 0);
                         if (saved * 256 < (int64_t)lam * (bits1 - bits0) * 256) { val = 0; B[i] = 0; }
                     }
                     /* significance under its own context, then sign, then |v| - 1 by the integer coder */
-                    put_bit(enc, &zb[zc], val != 0);
+                    put_bit_p(enc, pz0, val != 0);
+                    bit_update(za, val != 0);
+                    bit_update(zb2, val != 0);
+                    bit_update(zb3, val != 0);
+                    seq_mix_update(mx, mset, st, pz0, val != 0);
                     if (val) {
                         put_bit(enc, &m->b[OFF_SIGN + sc], val < 0);
                         put_int(enc, m, c, 0, (uint32_t)abs(val) - 1, 0, 1);
                     }
                 } else {
                     int neg;
-                    if (get_bit(dec, &zb[zc])) {
+                    int sig = get_bit_p(dec, pz0);
+                    bit_update(za, sig);
+                    bit_update(zb2, sig);
+                    bit_update(zb3, sig);
+                    seq_mix_update(mx, mset, st, pz0, sig);
+                    if (sig) {
                         int s = get_bit(dec, &m->b[OFF_SIGN + sc]);
                         uint32_t mag = get_int(dec, m, c, 0, &neg, 1) + 1;
                         if (mag >= (1u << EMAX)) return -3;
@@ -1068,17 +1184,20 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, RangeEnc *enc, Ran
     return 0;
 }
 
-/* All adaptive state of one image: the integer models, then the significance bits. */
+/* All adaptive state of one image: the integer models, the significance bits, the mixer. */
 static IntModel *seq_models(void) {
-    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel) + SEQ_NMODELS * SEQ_NZ * sizeof(Bit));
+    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel) + SEQ_NMODELS * SEQ_NZ * sizeof(Bit) + sizeof(SeqMixer) + 16);
+    seq_stretch_init();
     if (m) {
         for (int k = 0; k < SEQ_NMODELS; k++) model_init(&m[k], NULL);
         Bit *z = (Bit *)(m + SEQ_NMODELS);
         for (int k = 0; k < SEQ_NMODELS * SEQ_NZ; k++) bit_init(&z[k], 32768);
+        seq_mixer_init((SeqMixer *)(((uintptr_t)(z + SEQ_NMODELS * SEQ_NZ) + 15) & ~(uintptr_t)15));
     }
     return m;
 }
 #define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
+#define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZ) + 15) & ~(uintptr_t)15))
 
 /* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
  * -> (bytes, final symbols int32 bytes) */
@@ -1108,7 +1227,7 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     seq_cost_init();
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
     if (rc == 0) enc_flush(&enc);
     Py_END_ALLOW_THREADS
     if (rc == -2) {
@@ -1152,7 +1271,7 @@ static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), NULL, &dec, v, NULL, NULL, 0, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, 0, NULL);
     Py_END_ALLOW_THREADS
     if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
         Py_DECREF(out);
@@ -1185,18 +1304,18 @@ static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
     }
     models = seq_models();
     v = (int32_t *)malloc(g.total * 4 + 4);
-    trc = (int32_t *)malloc(g.total * 12 + 12);
+    trc = (int32_t *)malloc(g.total * 4 * SEQ_TRACE + 4 * SEQ_TRACE);
     if (!models || !v || !trc) {
         PyErr_NoMemory();
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    int rc = seq_code(&g, models, SEQ_ZBITS(models), &enc, NULL, v, NULL, NULL, 0, trc);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, 0, trc);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "could not code these symbols");
         goto done;
     }
-    result = PyBytes_FromStringAndSize((const char *)trc, (Py_ssize_t)(g.total * 12));
+    result = PyBytes_FromStringAndSize((const char *)trc, (Py_ssize_t)(g.total * 4 * SEQ_TRACE));
 done:
     free(models);
     free(v);

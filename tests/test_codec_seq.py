@@ -92,7 +92,7 @@ def test_compiled_context_rule_matches_the_reference():
         # sparse, signed, with some large values: every context class and sign pattern occurs
         sym = (rng.integers(-3, 4, n) * (rng.random(n) < 0.4) * rng.choice([1, 1, 1, 9, 300], n)).astype(np.int32)
         shp = np.asarray(shapes, dtype=np.int32).ravel().tobytes()
-        got = np.frombuffer(engine().seq_trace(sym.tobytes(), shp), dtype=np.int32).reshape(-1, 3)
+        got = np.frombuffer(engine().seq_trace(sym.tobytes(), shp), dtype=np.int32).reshape(-1, 5)
         assert np.array_equal(got, reference.contexts(sym, shapes))
         stream, final = engine().seq_encode(sym.tobytes(), shp, b"", b"", 0)
         assert np.array_equal(np.frombuffer(engine().seq_decode(stream, shp), dtype=np.int32), sym)

@@ -2,8 +2,9 @@
 section 5), for tests: slow, but written from the documented rule, not from the C code.
 
 ``contexts(symbols, shapes)`` returns, per coefficient in coding order, the
-(magnitude context, sign context, significance context) the engine uses; for
-low-pass coefficients the magnitude context of the MED residual and zeros.
+(magnitude context, sign context, significance contexts of the two views,
+mixer weight set) the engine uses; for low-pass coefficients the magnitude
+context of the MED residual and zeros.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
             N = ll[y - 1, x] if y > 0 else W
             NW = ll[y - 1, x - 1] if (y > 0 and x > 0) else N
             NE = ll[y - 1, x + 1] if (y > 0 and x + 1 < w) else N
-            out.append((act_bucket(abs(W - NW) + abs(N - NW) + abs(NE - N)), 0, 0))
+            out.append((act_bucket(abs(W - NW) + abs(N - NW) + abs(NE - N)), 0, 0, 0, 0))
     lo, hi = (int(ll.min()), int(ll.max())) if ll.size else (0, 0)
     for b in range(1, len(bands)):
         band = bands[b]
@@ -71,5 +72,26 @@ def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
                 sz = 0 if sib == 0 else (1 if sib == 1 else 2)
                 br = min(max((_at(ll, y >> lev, x >> lev) - lo) * NBRIGHT // (hi - lo + 1), 0), NBRIGHT - 1)
                 zc = ((br * ZOWN + min(act_bucket(own), ZOWN - 1)) * 3 + pz) * 3 + sz
-                out.append((16 * k + min(15, act_bucket(min(own + ps, 1 << 30))), 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P), zc))
-    return np.asarray(out, dtype=np.int32).reshape(-1, 3)
+                # second significance view: nearest two, farther four, parent's 3 x 3 (siblings on level 0)
+                nw = abs(N) + abs(W)
+                c1 = 0 if nw == 0 else (1 if nw == 1 else (2 if nw <= 3 else 3))
+                c2 = (NW != 0) + (NE != 0) + (NN != 0) + (WW != 0)
+                if lev > 0:
+                    pband = bands[b - 3]
+                    pn = sum(abs(_at(pband, (y >> 1) + dy, (x >> 1) + dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                             if (y >> 1) + dy >= 0 and (x >> 1) + dx >= 0)
+                else:
+                    pn = sib
+                c3 = 0 if pn == 0 else (1 if pn <= 2 else (2 if pn <= 6 else 3))
+                zc2 = (c1 * 5 + c2) * 4 + c3
+                ab = min(act_bucket(own), ZOWN - 1)
+                mset = model_index(len(bands), b) * ZOWN * 4 + ab * 4 + c3
+                out.append((16 * k + min(15, act_bucket(min(own + ps, 1 << 30))), 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P), zc, zc2, mset))
+    return np.asarray(out, dtype=np.int32).reshape(-1, 5)
+
+
+def model_index(nbands: int, b: int) -> int:
+    """The adaptive model set of detail band ``b``: (level from finest, capped at 3) x (hl/lh, hh)."""
+    nlev = (nbands - 1) // 3
+    lev, o = (b - 1) // 3, (b - 1) % 3
+    return 1 + 2 * min(nlev - 1 - lev, 3) + (o == 2)
