@@ -855,6 +855,8 @@ done:
 #define SEQ_ZOWN 10                  /* own-activity classes of the significance context */
 #define SEQ_NBRIGHT 1               /* brightness classes (from the low-pass band) */
 #define SEQ_NZ (SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + NCTX) /* significance contexts per model (three views) */
+#define SEQ_G1 (SEQ_NZ)                 /* "magnitude > 1" bits: NCTX by combined activity, then 80 by the second view */
+#define SEQ_NZALL (SEQ_NZ + NCTX + 4 * 5 * 4 + SEQ_ZOWN * 9 * SEQ_NBRIGHT)
 
 typedef struct {
     int nb, nlev;
@@ -999,7 +1001,7 @@ static void seq_stretch_init(void) {
 #ifndef SEQ_MIXLR
 #define SEQ_MIXLR 1
 #endif
-#define SEQ_MIXSETS (SEQ_NMODELS * SEQ_ZOWN * 4)
+#define SEQ_MIXSETS (SEQ_NMODELS * SEQ_ZOWN * 4 * 2) /* second half: the "magnitude > 1" mixer */
 typedef struct {
     int32_t w[SEQ_MIXSETS][SEQ_NMIX + 1]; /* Q16 */
 } SeqMixer;
@@ -1119,7 +1121,7 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
         const int32_t h = g->h[b], w = g->w[b];
         int32_t *B = v + g->off[b];
         IntModel *m = &models[seq_model(g, b)];
-        Bit *zb = zbits + (size_t)seq_model(g, b) * SEQ_NZ;
+        Bit *zb = zbits + (size_t)seq_model(g, b) * SEQ_NZALL;
         for (int32_t y = 0; y < h; y++) {
             for (int32_t x = 0; x < w; x++) {
                 int c, sc, zc, zc2, zm, st[SEQ_NMIX + 1];
@@ -1146,7 +1148,7 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                         int64_t saved = u * u - (u - k) * (u - k); /* 1/65536 step^2 */
                         Bit zp = {(uint16_t)pz0, (uint16_t)pz0, 0};
                         int64_t bits1 = (int64_t)seq_cost(&zp, 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
-                                        seq_cost(&m->b[OFF_ZERO + c], 0);
+                                        seq_cost(&zb[SEQ_G1 + c], 0);
                         int64_t bits0 = seq_cost(&zp, 0);
                         if (saved * 256 < (int64_t)lam * (bits1 - bits0) * 256) { val = 0; B[i] = 0; }
                     }
@@ -1158,7 +1160,18 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     seq_mix_update(mx, mset, st, pz0, val != 0);
                     if (val) {
                         put_bit(enc, &m->b[OFF_SIGN + sc], val < 0);
-                        put_int(enc, m, c, 0, (uint32_t)abs(val) - 1, 0, 1);
+                        /* magnitude > 1: mixed like significance, then |v| - 2 by the integer coder */
+                        int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
+                        Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
+                        Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
+                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        int big = abs(val) > 1;
+                        put_bit_p(enc, pg0, big);
+                        bit_update(g1, big);
+                        bit_update(g2, big);
+                        bit_update(g3, big);
+                        seq_mix_update(mx, gset, st2, pg0, big);
+                        if (big) put_int(enc, m, c, 0, (uint32_t)abs(val) - 2, 0, 1);
                     }
                 } else {
                     int neg;
@@ -1169,7 +1182,16 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     seq_mix_update(mx, mset, st, pz0, sig);
                     if (sig) {
                         int s = get_bit(dec, &m->b[OFF_SIGN + sc]);
-                        uint32_t mag = get_int(dec, m, c, 0, &neg, 1) + 1;
+                        int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
+                        Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
+                        Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
+                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        int big = get_bit_p(dec, pg0);
+                        bit_update(g1, big);
+                        bit_update(g2, big);
+                        bit_update(g3, big);
+                        seq_mix_update(mx, gset, st2, pg0, big);
+                        uint32_t mag = big ? get_int(dec, m, c, 0, &neg, 1) + 2 : 1;
                         if (mag >= (1u << EMAX)) return -3;
                         B[i] = s ? -(int32_t)mag : (int32_t)mag;
                     } else {
@@ -1186,18 +1208,18 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
 
 /* All adaptive state of one image: the integer models, the significance bits, the mixer. */
 static IntModel *seq_models(void) {
-    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel) + SEQ_NMODELS * SEQ_NZ * sizeof(Bit) + sizeof(SeqMixer) + 16);
+    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel) + SEQ_NMODELS * SEQ_NZALL * sizeof(Bit) + sizeof(SeqMixer) + 16);
     seq_stretch_init();
     if (m) {
         for (int k = 0; k < SEQ_NMODELS; k++) model_init(&m[k], NULL);
         Bit *z = (Bit *)(m + SEQ_NMODELS);
-        for (int k = 0; k < SEQ_NMODELS * SEQ_NZ; k++) bit_init(&z[k], 32768);
-        seq_mixer_init((SeqMixer *)(((uintptr_t)(z + SEQ_NMODELS * SEQ_NZ) + 15) & ~(uintptr_t)15));
+        for (int k = 0; k < SEQ_NMODELS * SEQ_NZALL; k++) bit_init(&z[k], 32768);
+        seq_mixer_init((SeqMixer *)(((uintptr_t)(z + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15));
     }
     return m;
 }
 #define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
-#define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZ) + 15) & ~(uintptr_t)15))
+#define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15))
 
 /* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
  * -> (bytes, final symbols int32 bytes) */
