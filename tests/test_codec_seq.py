@@ -151,3 +151,41 @@ def test_engine_refuses_bad_geometry():
         engine().seq_decode(b"\0" * 8, np.asarray([4, 4, 2], dtype=np.int32).tobytes())
     with pytest.raises(ValueError):
         engine().seq_encode(np.zeros(3, np.int32).tobytes(), np.asarray([4, 4], dtype=np.int32).tobytes(), b"", b"", 0)
+
+
+def test_registry_entry_takes_its_weights_from_rsc2(tmp_path, rg1_crop):
+    import json
+    import shutil
+
+    from radseal.codec.errors import WeightsError
+    from radseal.codec.weights import read_registry, weights_dir
+
+    entry = read_registry()["models"][MODEL_ID]
+    assert entry["weights_of"] == "rsc2-cdf97-ctx" and "sha256" not in entry  # one file, one hash to keep current
+    folder = tmp_path / "w"
+    shutil.copytree(weights_dir(), folder)
+    reg = json.loads((folder / "registry.json").read_text())
+    reg["models"][MODEL_ID]["weights_of"] = "nope"
+    (folder / "registry.json").write_text(json.dumps(reg))
+    with pytest.raises(WeightsError, match="takes its weights from 'nope'"):
+        Codec.pretrained(MODEL_ID, weights_dir=folder)
+
+
+def test_refitting_the_weights_keeps_a_default_that_codes_them(tmp_path):
+    import json
+    import shutil
+
+    from radseal.codec.weights import load_npz, register_model, weights_dir
+
+    folder = tmp_path / "w"
+    shutil.copytree(weights_dir(), folder)
+    reg = json.loads((folder / "registry.json").read_text())
+    reg["default"] = MODEL_ID
+    (folder / "registry.json").write_text(json.dumps(reg))
+    base = "rsc2-cdf97-ctx"
+    arrays = load_npz(folder / f"{base}.npz")
+    register_model(folder, base, arrays, {}, {"family": "subband"}, make_default=True)
+    assert json.loads((folder / "registry.json").read_text())["default"] == MODEL_ID
+    assert Codec.pretrained(weights_dir=folder).model_id == MODEL_ID  # hash of the rewritten file followed
+    register_model(folder, "other-model", arrays, {}, {"family": "subband"}, make_default=True)
+    assert json.loads((folder / "registry.json").read_text())["default"] == "other-model"
