@@ -189,3 +189,18 @@ def test_refitting_the_weights_keeps_a_default_that_codes_them(tmp_path):
     assert Codec.pretrained(weights_dir=folder).model_id == MODEL_ID  # hash of the rewritten file followed
     register_model(folder, "other-model", arrays, {}, {"family": "subband"}, make_default=True)
     assert json.loads((folder / "registry.json").read_text())["default"] == "other-model"
+
+
+def test_engine_survives_random_payloads():
+    """Arbitrary bytes decode to some symbols or fail with ValueError, never crash or hang."""
+    rng = np.random.default_rng(7)
+    shp = np.asarray(band_shapes(40, 52), dtype=np.int32).ravel().tobytes()
+    refused = 0
+    for n in range(300):
+        data = rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+        try:
+            out = engine().seq_decode(data, shp)
+            assert len(out) == 4 * 40 * 52
+        except ValueError:
+            refused += 1
+    assert refused > 250  # nearly every random payload ends early or leaves bytes over
