@@ -8,6 +8,7 @@ setup(
             "radseal.codec._engine",
             sources=["csrc/rsengine.c"],
             extra_compile_args=["-O3", "-std=c99", "-fno-strict-aliasing"],
+            libraries=["m"],  # log2 for the encoder's rate-distortion cost table
         )
     ]
 )

@@ -66,7 +66,7 @@ def measure(img, data: bytes, out, enc_s: float | None, dec_s: float, with_msssi
     return rec
 
 
-def run_image(img, name: str, dataset: str, codec, qualities, baselines, with_msssim: bool, rows: list) -> None:
+def run_image(img, name: str, dataset: str, codec, qualities, baselines, with_msssim: bool, rows: list, label: str = "radseal") -> None:
     mp = img.pixels.size / 1e6
     # radseal: one timed single-quality encode (for speed), the sweep sharing the analysis.
     mid_q = qualities[len(qualities) // 2]
@@ -79,7 +79,7 @@ def run_image(img, name: str, dataset: str, codec, qualities, baselines, with_ms
         out = codec.decompress(data)
         dec = time.perf_counter() - t
         rec = measure(img, data, out, enc_mid if q == mid_q else None, dec, with_msssim)
-        rows.append({"dataset": dataset, "image": name, "codec": "radseal", "param": q, "mp": mp, **rec})
+        rows.append({"dataset": dataset, "image": name, "codec": label, "param": q, "mp": mp, **rec})
     for bname in baselines:
         sweep_baseline(img, name, dataset, bname, rows, with_msssim)
 
@@ -131,14 +131,15 @@ def _in_range(pts: list, key: str) -> tuple[list, list]:
     return [p["bpp"] for p in sel], [p[key] for p in sel]
 
 
-def bd_rates(curves: dict, per_image_rows: list, dataset: str) -> dict:
+def bd_rates(curves: dict, per_image_rows: list, dataset: str, ours: str = "radseal", skip=()) -> dict:
+    """BD-rate of codec ``ours`` against every lossy baseline (codecs in ``skip`` are not baselines)."""
     from radseal.evaluate.metrics import bd_rate, ms_ssim_db
 
     res = {}
-    if "radseal" not in curves:
+    if ours not in curves:
         return res
     for base in curves:
-        if base == "radseal" or base in LOSSLESS_BASELINES:
+        if base == ours or base == "radseal" or base in skip or base in LOSSLESS_BASELINES:
             continue
         entry = {}
         for key in ("psnr", "ms_ssim"):
@@ -146,12 +147,12 @@ def bd_rates(curves: dict, per_image_rows: list, dataset: str) -> dict:
                 return ms_ssim_db(v) if key == "ms_ssim" else v
 
             rr, qr = _in_range(curves[base], key)
-            rt, qt = _in_range(curves["radseal"], key)
+            rt, qt = _in_range(curves[ours], key)
             entry[f"{key}_mean_curve"] = bd_rate(rr, [tr(v) for v in qr], rt, [tr(v) for v in qt]) if len(rr) > 1 and len(rt) > 1 else math.nan
             # Where the curves share no quality inside the bpp window, BD-rate over whatever quality
             # range they do share (any rate) still says how many more bits one needs.
             allr = [(p["bpp"], tr(p[key])) for p in curves[base] if p.get(key) is not None and math.isfinite(p[key])]
-            allt = [(p["bpp"], tr(p[key])) for p in curves["radseal"] if p.get(key) is not None and math.isfinite(p[key])]
+            allt = [(p["bpp"], tr(p[key])) for p in curves[ours] if p.get(key) is not None and math.isfinite(p[key])]
             entry[f"{key}_mean_curve_any_rate"] = (
                 bd_rate([a for a, _ in allr], [b for _, b in allr], [a for a, _ in allt], [b for _, b in allt])
                 if len(allr) > 1 and len(allt) > 1
@@ -163,12 +164,14 @@ def bd_rates(curves: dict, per_image_rows: list, dataset: str) -> dict:
                     return [r for r in per_image_rows if r["dataset"] == dataset and r["image"] == image and r["codec"] == c]
 
                 rr, qr = _in_range(pts(base), key)
-                rt, qt = _in_range(pts("radseal"), key)
+                rt, qt = _in_range(pts(ours), key)
                 if len(rr) > 1 and len(rt) > 1:
                     v = bd_rate(rr, [tr(x) for x in qr], rt, [tr(x) for x in qt])
                     if math.isfinite(v):
                         per.append(v)
             entry[f"{key}_per_image_median"] = float(np.median(per)) if per else math.nan
+            entry[f"{key}_per_image_mean"] = float(np.mean(per)) if per else math.nan
+            entry[f"{key}_per_image_max"] = float(np.max(per)) if per else math.nan
             entry[f"{key}_images"] = len(per)
         res[base] = entry
     return res
@@ -214,10 +217,10 @@ def child(kind: str, param: str, data: str, threads: int, side: int = 2048) -> N
 
     img, name = square_test_image(Path(data), side)
     small = img.with_pixels(np.ascontiguousarray(img.pixels[:256, :256]))
-    if kind == "radseal":
+    if kind == "radseal" or kind.startswith("model:"):
         from radseal.codec import Codec
 
-        codec = Codec.pretrained()
+        codec = Codec.pretrained(None if kind == "radseal" else kind[len("model:") :])
         if codec.family == "hyperprior":  # the only family that runs torch
             import torch
 
@@ -330,6 +333,10 @@ def markdown(result: dict) -> str:
         "RG1/RG3: right halves (held out from training), native bit depth. "
         "cxr_native (not offset, aligned with the source JPEG grid): JPEG, JPEG 2000, JPEG XL only, PSNR only.",
         "",
+        *([f"Baseline rows (JPEG, JPEG 2000, JPEG XL, AVIF, lossless) re-used from the run of {result['baselines_from']['started']} "
+           f"(`{result['baselines_from']['command']}`): the baselines are deterministic, so their bpp and PSNR are those of a fresh run; "
+           "their per-image times are from that run, not this one. The 2048 x 2048 timings below run JPEG 2000 fresh, in this run.", ""]
+          if result.get("baselines_from") else []),
         "bpp = len(bytes) * 8 / pixels (headers included); PSNR at the image's own peak (2^bits - 1); values are means over images.",
         "",
         f"## BD-rate of radseal against each baseline ({BD_RANGE[0]}-{BD_RANGE[1]} bpp; negative = radseal needs fewer bits)",
@@ -339,16 +346,28 @@ def markdown(result: dict) -> str:
         "| data | baseline | BD-rate PSNR (mean curve) | median per image | PSNR, any rate | BD-rate MS-SSIM (mean curve) | median per image | MS-SSIM, any rate |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    def f(v):
+        return "n/a" if v is None or not math.isfinite(v) else f"{v:+.1f}%"
+
     for ds, table in result["bd_rate"].items():
         for base, e in table.items():
-            def f(v):
-                return "n/a" if v is None or not math.isfinite(v) else f"{v:+.1f}%"
 
             lines.append(
                 f"| {ds} | {base} | {f(e['psnr_mean_curve'])} | {f(e['psnr_per_image_median'])} ({e['psnr_images']} img) "
                 f"| {f(e.get('psnr_mean_curve_any_rate'))} "
                 f"| {f(e.get('ms_ssim_mean_curve'))} | {f(e.get('ms_ssim_per_image_median'))} | {f(e.get('ms_ssim_mean_curve_any_rate'))} |"
             )
+    for mid, by_ds in result.get("bd_rate_extra", {}).items():
+        lines += ["", f"## BD-rate of `{mid}` against each baseline (same window; per image: median, mean, worst)", "",
+                  "| data | baseline | PSNR mean curve | PSNR per image median | mean | worst | MS-SSIM per image median | mean |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for ds, table in by_ds.items():
+            for base, e in table.items():
+                lines.append(
+                    f"| {ds} | {base} | {f(e['psnr_mean_curve'])} | {f(e['psnr_per_image_median'])} ({e['psnr_images']} img) "
+                    f"| {f(e.get('psnr_per_image_mean'))} | {f(e.get('psnr_per_image_max'))} "
+                    f"| {f(e.get('ms_ssim_per_image_median'))} | {f(e.get('ms_ssim_per_image_mean'))} |"
+                )
     lines += ["", "## Curves (mean over images)", ""]
     for ds, curves in result["curves"].items():
         lines += [f"### {ds}", "", "| codec | setting | bpp | PSNR dB | MS-SSIM |", "|---|---|---|---|---|"]
@@ -380,6 +399,12 @@ def markdown(result: dict) -> str:
         if big:
             lines.append(f"| radseal at 4096 x 4096 | {big['param']} | {big['bpp']:.3f} | {big['psnr']:.2f} | {big['encode_s']:.2f} | {big['decode_s']:.2f} | {big['peak_rss_mb']:.0f} |")
         lines += ["", f"Time ratio radseal / JPEG 2000 (encode + decode, 2048 x 2048): **{t2['time_ratio_radseal_over_jpeg2000']:.2f}x**."]
+        for mid, e in t2.get("extra", {}).items():
+            lines += ["", f"`{mid}` at 2048 x 2048: quality {e['codec']['param']}, {e['codec']['bpp']:.3f} bpp, {e['codec']['psnr']:.2f} dB, "
+                      f"encode {e['codec']['encode_s']:.2f} s + decode {e['codec']['decode_s']:.2f} s, peak RSS {e['codec']['peak_rss_mb']:.0f} MB; "
+                      f"JPEG 2000 at {e['jpeg2000']['psnr']:.2f} dB: {e['jpeg2000']['encode_s']:.2f} + {e['jpeg2000']['decode_s']:.2f} s, "
+                      f"{e['jpeg2000']['peak_rss_mb']:.0f} MB. Time ratio **{e['time_ratio_over_jpeg2000']:.2f}x**. "
+                      f"At 4096 x 4096: {e['codec_4096']['encode_s']:.2f} + {e['codec_4096']['decode_s']:.2f} s, peak RSS {e['codec_4096']['peak_rss_mb']:.0f} MB."]
     lines += ["", "Lossless references (bpp): " + ", ".join(
         f"{ds} {c} {p['bpp']:.3f}" for ds, cs in result["curves"].items() for c, pts in cs.items() if c in LOSSLESS_BASELINES for p in pts
     ), ""]
@@ -396,6 +421,8 @@ def main() -> int:
     ap.add_argument("--no-native", action="store_true", help="skip the non-offset chest X-ray copies")
     ap.add_argument("--no-2048", action="store_true", help="skip the 2048x2048 timing")
     ap.add_argument("--recompute", action="store_true", help="recompute tables/plots from OUT/rate_distortion.json's per-image rows")
+    ap.add_argument("--baselines-from", default=None, help="take the baselines' per-image rows (bpp, PSNR, MS-SSIM, times) from an earlier run's JSON instead of re-running them (same images required); the 2048 x 2048 timing still runs JPEG 2000 fresh")
+    ap.add_argument("--also", default="rsc3-cdf97-seq", help="other installed model ids to measure beside the default (comma-separated; '' for none)")
     ap.add_argument("--child", nargs=2, metavar=("CODEC", "PARAM"), help=argparse.SUPPRESS)
     ap.add_argument("--side", type=int, default=2048, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -420,25 +447,40 @@ def main() -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.time()
     codec = Codec.pretrained()
+    extra = {mid: Codec.pretrained(mid) for mid in args.also.split(",") if mid and mid != codec.model_id}
     qualities = [int(q) for q in args.qualities.split(",")]
     paths = pick_images(data, args.images)
     rows: list = []
     all_baselines = LOSSY_BASELINES + LOSSLESS_BASELINES
+    reused = None
+    if args.baselines_from:
+        reused = json.loads(Path(args.baselines_from).read_text())
+        if reused.get("images") != [p.name for p in paths]:
+            raise SystemExit("radseal: error: --baselines-from names other images than this run's")
+        for r in reused["per_image"]:
+            if r["codec"] in all_baselines:
+                rows.append(dict(r, psnr=math.inf if r.get("psnr") is None else r["psnr"]))
+        all_baselines = ()
     for p in tqdm(paths, desc="chest X-rays", unit="img"):
         img = read_image(p)
         off = img.with_pixels(np.ascontiguousarray(img.pixels[4:, 4:]))
         run_image(off, p.name, "cxr_offset", codec, qualities, all_baselines, True, rows)
-        if not args.no_native:
+        for mid, c in extra.items():
+            run_image(off, p.name, "cxr_offset", c, qualities, (), True, rows, label=mid)
+        if not args.no_native and reused is None:
             run_native(img, p.name, rows)
     for name in tqdm(("RG1", "RG3"), desc="pydicom-data", unit="img"):
         img = read_image(sample_path(name))
         right = img.with_pixels(np.ascontiguousarray(img.pixels[:, img.width // 2 :]))
         run_image(right, f"{name}-right-half", f"{name.lower()}_right", codec, qualities, all_baselines, True, rows)
+        for mid, c in extra.items():
+            run_image(right, f"{name}-right-half", f"{name.lower()}_right", c, qualities, (), True, rows, label=mid)
 
     datasets = ["cxr_offset"] + ([] if args.no_native else ["cxr_native"]) + ["rg1_right", "rg3_right"]
     curves = {ds: mean_curves(rows, ds) for ds in datasets}
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "baselines_from": None if reused is None else {"path": args.baselines_from, "command": reused.get("command"), "started": reused.get("started")},
         "started": started,
         "machine": f"{__import__('os').cpu_count()} CPU cores shared with other work, torch threads {args.threads}",
         "model": {
@@ -453,7 +495,8 @@ def main() -> int:
         "image_note": f"evenly spaced over the sorted NORMAL and PNEUMONIA test lists, {args.images} in all",
         "qualities": qualities,
         "bd_range_bpp": list(BD_RANGE),
-        "bd_rate": {ds: bd_rates(curves[ds], rows, ds) for ds in datasets},
+        "bd_rate": {ds: bd_rates(curves[ds], rows, ds, skip=tuple(extra)) for ds in datasets},
+        "bd_rate_extra": {mid: {ds: bd_rates(curves[ds], rows, ds, ours=mid, skip=tuple(extra)) for ds in datasets} for mid in extra},
         "curves": curves,
         "timing": timing_table(rows),
         "per_image": rows,
@@ -463,6 +506,16 @@ def main() -> int:
         pts = curves["cxr_offset"]["radseal"]
         q2048 = min(pts, key=lambda p: abs(p["psnr"] - 40.0))["param"]
         result["timing_2048"] = timing_2048(data, q2048, args.threads)
+        for mid in extra:
+            pts = curves["cxr_offset"][mid]
+            qx = min(pts, key=lambda p: abs(p["psnr"] - 40.0))["param"]
+            rx = run_child("model:" + mid, qx, data, args.threads)
+            jx = run_child("jpeg2000", round(rx["psnr"], 2), data, args.threads)
+            bx = run_child("model:" + mid, qx, data, args.threads, side=4096)
+            result["timing_2048"].setdefault("extra", {})[mid] = {
+                "codec": rx, "jpeg2000": jx, "codec_4096": bx,
+                "time_ratio_over_jpeg2000": (rx["encode_s"] + rx["decode_s"]) / (jx["encode_s"] + jx["decode_s"]),
+            }
     result["wall_s"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

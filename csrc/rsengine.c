@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 /* ------------------------------------------------------------------------ */
 /* 1. range coder                                                            */
@@ -832,12 +833,530 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------------ */
+/* 5. the sequential wavelet-coefficient coder (rsc3)                         */
+/*
+ * Bands arrive concatenated in coding order: the low-pass band, then per
+ * level from coarsest to finest hl, lh, hh, each row-major. Every detail
+ * coefficient is coded in raster order within its band with put_int under
+ *   magnitude context = 16 * k + min(15, act_bucket(t)), where
+ *     own = 2|N| + 2|W| + |NW| + |NE| + |NN| + |WW|   (decoded, same band)
+ *     ps  = 2|parent| + |siblings already coded at this position|
+ *     t   = own + ps,  k = 0 if own == 0, 1 if own > 0 and ps == 0, else 2;
+ *   sign context = 9 sgn3(N) + 3 sgn3(W) + sgn3(parent)  (sgn3: -,0,+ -> 0,1,2).
+ * Models: 0 for the low-pass band (MED-predicted residuals), then one per
+ * (level from finest, capped at 3) x (hl/lh or hh): 9 IntModels, all
+ * starting at p = 1/2 and adapting. The reference rule is in
+ * radseal/codec/seq_reference.py.
+ */
+#define SEQ_MAXBANDS 64
+#define SEQ_TRACE 5 /* traced values per coefficient: ctx, sign ctx, significance ctx 1 and 2, mixer set */
+#define SEQ_NMODELS 9
+#define SEQ_ZOWN 10                  /* own-activity classes of the significance context */
+#define SEQ_NBRIGHT 1               /* brightness classes (from the low-pass band) */
+#define SEQ_NZ (SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + NCTX) /* significance contexts per model (three views) */
+#define SEQ_G1 (SEQ_NZ)                 /* "magnitude > 1" bits: NCTX by combined activity, then 80 by the second view */
+#define SEQ_NZALL (SEQ_NZ + NCTX + 4 * 5 * 4 + SEQ_ZOWN * 9 * SEQ_NBRIGHT)
+
+typedef struct {
+    int nb, nlev;
+    int32_t h[SEQ_MAXBANDS], w[SEQ_MAXBANDS];
+    size_t off[SEQ_MAXBANDS];
+    size_t total;
+    int32_t ll_min, ll_max; /* range of the decoded low-pass band (brightness classes) */
+} SeqGeom;
+
+static int seq_geom(SeqGeom *g, const int32_t *shapes, Py_ssize_t nshape) {
+    if (nshape % 2 || nshape < 2 || nshape / 2 > SEQ_MAXBANDS || (nshape / 2 - 1) % 3) {
+        PyErr_SetString(PyExc_ValueError, "band shapes must be 1 + 3 * levels pairs");
+        return -1;
+    }
+    g->nb = (int)(nshape / 2);
+    g->nlev = (g->nb - 1) / 3;
+    size_t off = 0;
+    for (int b = 0; b < g->nb; b++) {
+        int32_t h = shapes[2 * b], w = shapes[2 * b + 1];
+        if (h < 0 || w < 0 || h > 65536 || w > 65536) {
+            PyErr_SetString(PyExc_ValueError, "band shape out of range");
+            return -1;
+        }
+        g->h[b] = h;
+        g->w[b] = w;
+        g->off[b] = off;
+        off += (size_t)h * w;
+        if (off > (size_t)MAX_PIXELS) {
+            PyErr_SetString(PyExc_ValueError, "bands hold more coefficients than the engine supports");
+            return -1;
+        }
+    }
+    g->total = off;
+    return 0;
+}
+
+static inline int32_t seq_at(const int32_t *band, int32_t h, int32_t w, int32_t y, int32_t x) {
+    if (h == 0 || w == 0) return 0;
+    if (y >= h) y = h - 1;
+    if (x >= w) x = w - 1;
+    return band[(size_t)y * w + x];
+}
+
+/* Context of coefficient (y, x) of detail band b, from the decoded values in v. */
+#define SEQ_NZ2 (4 * 5 * 4)
+static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y, int32_t x, int *ctx, int *sctx, int *zctx, int *zctx2, int *zmix) {
+    const int32_t w = g->w[b];
+    const int32_t *B = v + g->off[b];
+    const int lev = (b - 1) / 3, o = (b - 1) % 3;
+    int32_t N = y > 0 ? B[(size_t)(y - 1) * w + x] : 0;
+    int32_t W = x > 0 ? B[(size_t)y * w + x - 1] : 0;
+    int32_t NW = (y > 0 && x > 0) ? B[(size_t)(y - 1) * w + x - 1] : 0;
+    int32_t NE = (y > 0 && x + 1 < w) ? B[(size_t)(y - 1) * w + x + 1] : 0;
+    int32_t NN = y > 1 ? B[(size_t)(y - 2) * w + x] : 0;
+    int32_t WW = x > 1 ? B[(size_t)y * w + x - 2] : 0;
+    uint32_t own = 2u * (uint32_t)abs(N) + 2u * (uint32_t)abs(W) + (uint32_t)abs(NW) + (uint32_t)abs(NE) + (uint32_t)abs(NN) +
+                   (uint32_t)abs(WW);
+    int32_t P = 0;
+    uint32_t ps = 0, sib = 0;
+    if (lev > 0) {
+        int pb = b - 3;
+        P = seq_at(v + g->off[pb], g->h[pb], g->w[pb], y >> 1, x >> 1);
+        ps += 2u * (uint32_t)abs(P);
+    }
+    for (int s = 0; s < o; s++) {
+        int sb = b - o + s;
+        sib += (uint32_t)abs(seq_at(v + g->off[sb], g->h[sb], g->w[sb], y, x));
+    }
+    if (sib > (1u << 28)) sib = 1u << 28;
+    ps += sib;
+    {
+        int ab = act_bucket(own > (1u << 30) ? (1u << 30) : own);
+        if (ab > SEQ_ZOWN - 1) ab = SEQ_ZOWN - 1;
+        int pz = P == 0 ? 0 : ((P == 1 || P == -1) ? 1 : 2);
+        int sz = sib == 0 ? 0 : (sib == 1 ? 1 : 2);
+        /* brightness: the low-pass value over this position, in SEQ_NBRIGHT classes of the band's range */
+        int32_t L = seq_at(v + g->off[0], g->h[0], g->w[0], y >> lev, x >> lev);
+        int br = (int)(((int64_t)L - g->ll_min) * SEQ_NBRIGHT / ((int64_t)g->ll_max - g->ll_min + 1));
+        if (br < 0) br = 0;
+        if (br >= SEQ_NBRIGHT) br = SEQ_NBRIGHT - 1;
+        *zctx = ((br * SEQ_ZOWN + ab) * 3 + pz) * 3 + sz;
+        /* second view: the nearest two, the farther four, and the parent's magnitude, coarsely */
+        uint32_t nw = (uint32_t)abs(N) + (uint32_t)abs(W);
+        int c1 = nw == 0 ? 0 : (nw == 1 ? 1 : (nw <= 3 ? 2 : 3));
+        int c2 = (NW != 0) + (NE != 0) + (NN != 0) + (WW != 0);
+        /* the parent's 3 x 3 neighbourhood (the siblings' values on the coarsest level) */
+        uint32_t pn = 0;
+        if (lev > 0) {
+            int pb = b - 3;
+            for (int dy = -1; dy <= 1; dy++)
+                for (int dx = -1; dx <= 1; dx++) {
+                    int32_t py = (y >> 1) + dy, px = (x >> 1) + dx;
+                    if (py >= 0 && px >= 0) pn += (uint32_t)abs(seq_at(v + g->off[pb], g->h[pb], g->w[pb], py, px));
+                }
+        } else {
+            pn = sib;
+        }
+        int c3 = pn == 0 ? 0 : (pn <= 2 ? 1 : (pn <= 6 ? 2 : 3));
+        *zctx2 = (c1 * 5 + c2) * 4 + c3;
+        *zmix = ab * 4 + c3;
+    }
+    uint32_t t = own + ps;
+    if (t > (1u << 30)) t = 1u << 30;
+    int a = act_bucket(t);
+    if (a > 15) a = 15;
+    int k = own == 0 ? 0 : (ps == 0 ? 1 : 2);
+    *ctx = 16 * k + a;
+    *sctx = 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P);
+}
+
+static inline int seq_model(const SeqGeom *g, int b) {
+    int lev = (b - 1) / 3, o = (b - 1) % 3;
+    int f = g->nlev - 1 - lev;
+    if (f > 3) f = 3;
+    return 1 + 2 * f + (o == 2);
+}
+
+/* Logistic mixing of two significance estimates (as in the PAQ family), integer only:
+ * squash by interpolation in a 33-entry table, stretch as its exact inverse table. */
+static const int16_t seq_sq_t[33] = {1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
+                                     2549, 2994, 3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094};
+static inline int seq_squash(int d) { /* d in 1/256 -> p(1) in 1/4096 */
+    if (d > 2047) d = 2047;
+    if (d < -2047) d = -2047;
+    int u = d + 2048, k = u >> 7, f = u & 127;
+    return (seq_sq_t[k] * (128 - f) + seq_sq_t[k + 1] * f + 64) >> 7;
+}
+static int16_t seq_st_t[4096];
+static int seq_st_ready = 0;
+static void seq_stretch_init(void) {
+    if (seq_st_ready) return;
+    int pi = 0;
+    for (int x = -2047; x <= 2047; x++) {
+        int v = seq_squash(x);
+        for (int i = pi; i <= v; i++) seq_st_t[i] = (int16_t)x;
+        pi = v + 1;
+    }
+    for (int i = pi; i < 4096; i++) seq_st_t[i] = 2047;
+    seq_st_ready = 1;
+}
+#define SEQ_NMIX 3
+#ifndef SEQ_MIXLR
+#define SEQ_MIXLR 1
+#endif
+#define SEQ_MIXSETS (SEQ_NMODELS * SEQ_ZOWN * 4 * 2) /* second half: the "magnitude > 1" mixer */
+typedef struct {
+    int32_t w[SEQ_MIXSETS][SEQ_NMIX + 1]; /* Q16 */
+} SeqMixer;
+static void seq_mixer_init(SeqMixer *mx) {
+    for (int i = 0; i < SEQ_MIXSETS; i++) {
+        mx->w[i][0] = 22000;
+        mx->w[i][1] = 22000;
+        mx->w[i][2] = 22000;
+        mx->w[i][3] = 0;
+    }
+}
+/* P(bit = 0) in 1/65536 from the two models' estimates; st[] receives the inputs for the update. */
+static inline uint32_t seq_mix_p(const SeqMixer *mx, int set, const Bit *a, const Bit *b, const Bit *c, int *st) {
+    st[0] = seq_st_t[(65536 - bit_p(a)) >> 4];
+    st[1] = seq_st_t[(65536 - bit_p(b)) >> 4];
+    st[2] = seq_st_t[(65536 - bit_p(c)) >> 4];
+    st[3] = 256;
+    int64_t dot = 0;
+    for (int i = 0; i <= SEQ_NMIX; i++) dot += (int64_t)mx->w[set][i] * st[i];
+    int d = (int)(dot >= 0 ? dot >> 16 : -((-dot) >> 16));
+    uint32_t p1 = (uint32_t)seq_squash(d) << 4;
+    uint32_t p0 = 65536 - p1;
+    return p0 < PROB_MIN ? PROB_MIN : (p0 > PROB_MAX ? PROB_MAX : p0);
+}
+static inline void seq_mix_update(SeqMixer *mx, int set, const int *st, uint32_t p0, int bit) {
+    int err = ((bit << 12) - (int)((65536 - p0) >> 4)); /* 1/4096 */
+    for (int i = 0; i <= SEQ_NMIX; i++) {
+        int64_t dw = (int64_t)st[i] * err * SEQ_MIXLR; /* learning rate */
+        mx->w[set][i] += (int32_t)(dw >= 0 ? dw >> 10 : -((-dw) >> 10));
+    }
+}
+static inline void put_bit_p(RangeEnc *e, uint32_t p0, int bit) {
+    uint32_t bound = (e->range >> PROB_BITS) * p0;
+    if (!bit) e->range = bound;
+    else { e->low += bound; e->range -= bound; }
+    while (e->range < (1u << 24)) { e->range <<= 8; enc_shift_low(e); }
+}
+static inline int get_bit_p(RangeDec *d, uint32_t p0) {
+    uint32_t bound = (d->range >> PROB_BITS) * p0;
+    int bit;
+    if (d->code < bound) { d->range = bound; bit = 0; }
+    else { d->code -= bound; d->range -= bound; bit = 1; }
+    while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | dec_byte(d); }
+    return bit;
+}
+
+/* Low-pass band: MED prediction from decoded neighbours, residual context
+ * from the local gradient. */
+static inline int32_t seq_ll_pred(const int32_t *B, int32_t w, int32_t y, int32_t x, int *ctx) {
+    int32_t W = x > 0 ? B[(size_t)y * w + x - 1] : (y > 0 ? B[(size_t)(y - 1) * w + x] : 0);
+    int32_t N = y > 0 ? B[(size_t)(y - 1) * w + x] : W;
+    int32_t NW = (y > 0 && x > 0) ? B[(size_t)(y - 1) * w + x - 1] : N;
+    int32_t NE = (y > 0 && x + 1 < w) ? B[(size_t)(y - 1) * w + x + 1] : N;
+    uint32_t grad = (uint32_t)abs(W - NW) + (uint32_t)abs(N - NW) + (uint32_t)abs(NE - N);
+    if (grad > (1u << 30)) grad = 1u << 30;
+    *ctx = act_bucket(grad);
+    return med3(W, N, W + N - NW);
+}
+
+/* -log2(p / 65536) in 1/256 bit, for the encoder's rate-distortion choice only. */
+static uint16_t seq_cost_table[4097];
+static int seq_cost_ready = 0;
+static void seq_cost_init(void) {
+    if (seq_cost_ready) return;
+    for (int i = 1; i <= 4096; i++) seq_cost_table[i] = (uint16_t)(-log2((double)i / 4096.0) * 256.0 + 0.5);
+    seq_cost_table[0] = seq_cost_table[1];
+    seq_cost_ready = 1;
+}
+static inline uint32_t seq_cost(const Bit *m, int bit) {
+    uint32_t p = bit_p(m);
+    if (bit) p = 65536 - p;
+    return seq_cost_table[p >> 4];
+}
+
+/* The coding loop, shared by encoder (enc, v holds the symbols, may be
+ * changed by the rate-distortion choice) and decoder (dec, v written).
+ * rdo: per coefficient |c| / step in 1/256 (encoder only, may be NULL);
+ * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
+ * lam: squared steps per bit, in 1/256. */
+static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
+                    const int32_t *keep, int32_t lam, int32_t *trc) {
+    /* low-pass band */
+    {
+        const int32_t h = g->h[0], w = g->w[0];
+        int32_t *B = v + g->off[0];
+        for (int32_t y = 0; y < h; y++)
+            for (int32_t x = 0; x < w; x++) {
+                int c;
+                int32_t pred = seq_ll_pred(B, w, y, x, &c);
+                size_t i = (size_t)y * w + x;
+                if (enc) {
+                    int64_t r = (int64_t)B[i] - pred;
+                    if (r <= -(1 << EMAX) || r >= (1 << EMAX)) return -2;
+                    put_int(enc, &models[0], c, 0, (uint32_t)(r < 0 ? -r : r), r < 0, 0);
+                } else {
+                    int neg;
+                    uint32_t m = get_int(dec, &models[0], c, 0, &neg, 0);
+                    int64_t r = neg ? -(int64_t)m : (int64_t)m;
+                    int64_t val = (int64_t)pred + r;
+                    if (val > (1 << 28) || val < -(1 << 28)) return -3;
+                    B[i] = (int32_t)val;
+                }
+                if (trc) {
+                    int32_t *t = trc + SEQ_TRACE * i;
+                    t[0] = c;
+                    t[1] = t[2] = t[3] = t[4] = 0;
+                }
+            }
+    }
+    g->ll_min = g->ll_max = 0;
+    for (size_t i = 0; i < (size_t)g->h[0] * g->w[0]; i++) {
+        int32_t L = v[g->off[0] + i];
+        if (i == 0 || L < g->ll_min) g->ll_min = L;
+        if (i == 0 || L > g->ll_max) g->ll_max = L;
+    }
+    for (int b = 1; b < g->nb; b++) {
+        const int32_t h = g->h[b], w = g->w[b];
+        int32_t *B = v + g->off[b];
+        IntModel *m = &models[seq_model(g, b)];
+        Bit *zb = zbits + (size_t)seq_model(g, b) * SEQ_NZALL;
+        for (int32_t y = 0; y < h; y++) {
+            for (int32_t x = 0; x < w; x++) {
+                int c, sc, zc, zc2, zm, st[SEQ_NMIX + 1];
+                seq_ctx(g, v, b, y, x, &c, &sc, &zc, &zc2, &zm);
+                Bit *za = &zb[zc], *zb2 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + zc2];
+                int mset = seq_model(g, b) * SEQ_ZOWN * 4 + zm;
+                Bit *zb3 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + c];
+                uint32_t pz0 = seq_mix_p(mx, mset, za, zb2, zb3, st);
+                size_t i = (size_t)y * w + x;
+                if (trc) {
+                    int32_t *t = trc + SEQ_TRACE * (g->off[b] + i);
+                    t[0] = c;
+                    t[1] = sc;
+                    t[2] = zc;
+                    t[3] = zc2;
+                    t[4] = mset;
+                }
+                if (enc) {
+                    int32_t val = B[i];
+                    if (val <= -(1 << EMAX) || val >= (1 << EMAX)) return -2;
+                    if (rdo && (val == 1 || val == -1)) {
+                        /* drop an expensive +-1 when the squared error it saves is worth less than its bits */
+                        int64_t u = rdo[g->off[b] + i], k = keep[b];
+                        int64_t saved = u * u - (u - k) * (u - k); /* 1/65536 step^2 */
+                        Bit zp = {(uint16_t)pz0, (uint16_t)pz0, 0};
+                        int64_t bits1 = (int64_t)seq_cost(&zp, 1) + seq_cost(&m->b[OFF_SIGN + sc], val < 0) +
+                                        seq_cost(&zb[SEQ_G1 + c], 0);
+                        int64_t bits0 = seq_cost(&zp, 0);
+                        if (saved * 256 < (int64_t)lam * (bits1 - bits0) * 256) { val = 0; B[i] = 0; }
+                    }
+                    /* significance under its own context, then sign, then |v| - 1 by the integer coder */
+                    put_bit_p(enc, pz0, val != 0);
+                    bit_update(za, val != 0);
+                    bit_update(zb2, val != 0);
+                    bit_update(zb3, val != 0);
+                    seq_mix_update(mx, mset, st, pz0, val != 0);
+                    if (val) {
+                        put_bit(enc, &m->b[OFF_SIGN + sc], val < 0);
+                        /* magnitude > 1: mixed like significance, then |v| - 2 by the integer coder */
+                        int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
+                        Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
+                        Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
+                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        int big = abs(val) > 1;
+                        put_bit_p(enc, pg0, big);
+                        bit_update(g1, big);
+                        bit_update(g2, big);
+                        bit_update(g3, big);
+                        seq_mix_update(mx, gset, st2, pg0, big);
+                        if (big) put_int(enc, m, c, 0, (uint32_t)abs(val) - 2, 0, 1);
+                    }
+                } else {
+                    int neg;
+                    int sig = get_bit_p(dec, pz0);
+                    bit_update(za, sig);
+                    bit_update(zb2, sig);
+                    bit_update(zb3, sig);
+                    seq_mix_update(mx, mset, st, pz0, sig);
+                    if (sig) {
+                        int s = get_bit(dec, &m->b[OFF_SIGN + sc]);
+                        int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
+                        Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
+                        Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
+                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        int big = get_bit_p(dec, pg0);
+                        bit_update(g1, big);
+                        bit_update(g2, big);
+                        bit_update(g3, big);
+                        seq_mix_update(mx, gset, st2, pg0, big);
+                        uint32_t mag = big ? get_int(dec, m, c, 0, &neg, 1) + 2 : 1;
+                        if (mag >= (1u << EMAX)) return -3;
+                        B[i] = s ? -(int32_t)mag : (int32_t)mag;
+                    } else {
+                        B[i] = 0;
+                    }
+                }
+            }
+            if (enc && enc->oom) return -1;
+            if (dec && dec->overrun > 16) return -4;
+        }
+    }
+    return 0;
+}
+
+/* All adaptive state of one image: the integer models, the significance bits, the mixer. */
+static IntModel *seq_models(void) {
+    IntModel *m = (IntModel *)malloc(SEQ_NMODELS * sizeof(IntModel) + SEQ_NMODELS * SEQ_NZALL * sizeof(Bit) + sizeof(SeqMixer) + 16);
+    seq_stretch_init();
+    if (m) {
+        for (int k = 0; k < SEQ_NMODELS; k++) model_init(&m[k], NULL);
+        Bit *z = (Bit *)(m + SEQ_NMODELS);
+        for (int k = 0; k < SEQ_NMODELS * SEQ_NZALL; k++) bit_init(&z[k], 32768);
+        seq_mixer_init((SeqMixer *)(((uintptr_t)(z + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15));
+    }
+    return m;
+}
+#define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
+#define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15))
+
+/* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
+ * -> (bytes, final symbols int32 bytes) */
+static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
+    Py_buffer vb, sb, rb, kb;
+    int lam = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*i", &vb, &sb, &rb, &kb, &lam)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    int32_t *v = NULL;
+    RangeEnc enc;
+    enc_init(&enc);
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4) ||
+        (rb.len && !kb.len)) {
+        PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
+        goto done;
+    }
+    models = seq_models();
+    v = (int32_t *)malloc(g.total * 4 + 4);
+    if (!models || !v) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(v, vb.buf, g.total * 4);
+    seq_cost_init();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
+    if (rc == 0) enc_flush(&enc);
+    Py_END_ALLOW_THREADS
+    if (rc == -2) {
+        PyErr_SetString(PyExc_ValueError, "a coefficient is too large to code");
+        goto done;
+    }
+    if (rc < 0 || enc.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = Py_BuildValue("(y#y#)", (const char *)enc.buf, (Py_ssize_t)enc.len, (const char *)v, (Py_ssize_t)(g.total * 4));
+done:
+    free(models);
+    free(v);
+    free(enc.buf);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&kb);
+    return result;
+}
+
+/* seq_decode(payload, shapes int32) -> bytes of int32 symbols; ValueError on a damaged stream. */
+static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
+    Py_buffer db, sb;
+    if (!PyArg_ParseTuple(args, "y*y*", &db, &sb)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    models = seq_models();
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(g.total * 4));
+    if (!out || !models) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    int32_t *v = (int32_t *)PyBytes_AS_STRING(out);
+    memset(v, 0, g.total * 4);
+    RangeDec dec;
+    dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, 0, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, rc < 0 || dec.overrun ? "coefficient stream ends early or holds values out of range"
+                                                                : "coefficient stream has bytes after the last band");
+        goto done;
+    }
+    result = out;
+done:
+    free(models);
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
+/* seq_trace(symbols int32, shapes int32) -> bytes of int32 (ctx, sctx) pairs per coefficient, for tests. */
+static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
+    Py_buffer vb, sb;
+    if (!PyArg_ParseTuple(args, "y*y*", &vb, &sb)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    int32_t *v = NULL, *trc = NULL;
+    RangeEnc enc;
+    enc_init(&enc);
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    if (vb.len != (Py_ssize_t)(g.total * 4)) {
+        PyErr_SetString(PyExc_ValueError, "symbol buffer does not match the band shapes");
+        goto done;
+    }
+    models = seq_models();
+    v = (int32_t *)malloc(g.total * 4 + 4);
+    trc = (int32_t *)malloc(g.total * 4 * SEQ_TRACE + 4 * SEQ_TRACE);
+    if (!models || !v || !trc) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(v, vb.buf, g.total * 4);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, 0, trc);
+    if (rc < 0) {
+        PyErr_SetString(PyExc_ValueError, "could not code these symbols");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)trc, (Py_ssize_t)(g.total * 4 * SEQ_TRACE));
+done:
+    free(models);
+    free(v);
+    free(trc);
+    free(enc.buf);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS, "encode(pixels_u16, h, w, maxval, near, init[, want_state[, want_recon]]) -> bytes, (bytes, probs, counts) or (bytes, recon)"},
     {"decode", py_decode, METH_VARARGS, "decode(payload, h, w, maxval, near, init) -> bytes (uint16)"},
     {"trace", py_trace, METH_VARARGS, "trace(pixels_u16, h, w, maxval, near) -> (pred, ctx, bctx, sctx) int32 bytes"},
     {"code_ints", py_code_ints, METH_VARARGS, "code_ints(values, ctx, sctx, init) -> bytes"},
     {"decode_ints", py_decode_ints, METH_VARARGS, "decode_ints(payload, ctx, sctx, init) -> bytes (int32)"},
+    {"seq_encode", py_seq_encode, METH_VARARGS, "seq_encode(symbols, shapes, rdo, keep, lam) -> (bytes, symbols)"},
+    {"seq_decode", py_seq_decode, METH_VARARGS, "seq_decode(payload, shapes) -> bytes (int32 symbols)"},
+    {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes) -> bytes (int32 ctx, sctx pairs)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_engine", "radseal's integer context-coding engine", -1,

@@ -37,7 +37,7 @@ def hyperprior() -> Codec:
 
 
 def test_default_model_is_the_wavelet_codec():
-    assert Codec.pretrained().model_id == "rsc2-cdf97-ctx"
+    assert Codec.pretrained().model_id == "rsc3-cdf97-seq"
 
 
 @pytest.fixture(scope="module")

@@ -107,6 +107,8 @@ def valid_message(keyfolder, value: int = 700) -> bytes:
     root, receiver, device = keyfolder
     pixels = np.full((64, 64), value, np.uint16)
     pixels[16:48, 16:48] += 200
+    # texture, so that the sealed message stays above 1000 bytes whichever codec is the default
+    pixels += np.random.default_rng(value).integers(0, 32, pixels.shape, dtype=np.uint16)
     return seal_image(Image(pixels, bits_stored=12), receiver.public_key(), device, codec=default_codec()).data
 
 

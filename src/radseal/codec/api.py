@@ -33,6 +33,11 @@ def _family(state: dict[str, np.ndarray]) -> str:
 
 
 def _from_state(state: dict[str, np.ndarray], model_id: str, info: dict | None) -> "Codec":
+    # A registry entry may run a weights file under another family (rsc3 codes rsc2's quantizer).
+    if info is not None and info.get("family") == "seq":
+        from radseal.codec.seq import SeqCodec
+
+        return SeqCodec.from_state(state, model_id, info)
     family = _family(state)
     if family == "subband":
         from radseal.codec.subband import SubbandCodec

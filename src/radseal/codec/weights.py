@@ -65,6 +65,14 @@ def resolve(model_id: str | None, folder: Path | None = None) -> tuple[str, Path
     if entry is None:
         known = ", ".join(sorted(reg["models"])) or "none"
         raise UnknownModelError(f"unknown codec model id {mid!r} (installed: {known})")
+    base = entry.get("weights_of")
+    if base is not None:
+        # A model that codes another model's weights differently (rsc3 runs rsc2's quantizer): the
+        # file and its hash are that model's, so a refit of it is seen by both.
+        target = reg["models"].get(base)
+        if target is None or "weights_of" in target:
+            raise WeightsError(f"model {mid!r} takes its weights from {base!r}, which is not installed as a weights file")
+        entry = {**target, **{k: v for k, v in entry.items() if k != "weights_of"}, "weights_of": base}
     path = folder / entry["file"]
     if not path.is_file():
         raise WeightsError(f"weights file for model {mid!r} is missing: {path}")
@@ -114,7 +122,9 @@ def register_model(folder: Path, model_id: str, arrays: dict[str, np.ndarray], r
     reg_path = folder / REGISTRY_NAME
     reg = json.loads(reg_path.read_text()) if reg_path.is_file() else {"default": model_id, "models": {}}
     reg["models"][model_id] = {"file": record["file"], "sha256": record["sha256"], "bytes": record["bytes"], **entry}
-    if make_default or reg.get("default") not in reg["models"]:
+    current = reg["models"].get(reg.get("default"), {})
+    # A default that codes this model's weights its own way (rsc3 over rsc2) stays the default on a refit.
+    if (make_default and current.get("weights_of") != model_id) or reg.get("default") not in reg["models"]:
         reg["default"] = model_id
     atomic_write(reg_path, (json.dumps(reg, indent=2) + "\n").encode(), mode=0o644)
     return record
