@@ -66,11 +66,11 @@ def register(sub) -> None:
         "fit-codec",
         help="learn the default (wavelet) codec's context model, tables and reconstruction points",
         description=(
-            "Fit the default codec (rsc2: CDF 9/7 wavelet + learned integer context model) on chest X-rays "
+            "Fit the wavelet codec rsc2 (CDF 9/7 wavelet + learned integer context model; the default rsc3 codes its quantized coefficients with its own adaptive model and takes rsc2's weights) on chest X-rays "
             "from DATA/train plus the left halves of the pydicom-data radiographs RG1 and RG3: contexts are "
             "sampled from every band at several quality levels, the context model is fitted by maximum "
             "likelihood, then the tables and reconstruction points are measured. The weights, a JSON record "
-            "(command, data, samples, time) and the registry entry go to OUT, and the model becomes the default. "
+            "(command, data, samples, time) and the registry entry go to OUT. "
             "Takes about 8 minutes for 60 images on 2 CPU cores."
         ),
         epilog=(
