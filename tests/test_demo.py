@@ -15,6 +15,11 @@ def test_demo_runs_the_whole_path(tmp_path, capsys):
     text = capsys.readouterr().out
     for expected in ("10 bits stored", "sealed container", "ratio", "PSNR", "authentic", "time:"):
         assert expected in text
+    modes = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith("    lossless")
+             or line.startswith("    max error")}
+    assert set(modes) == {"lossless", "max"}, text  # lossless and the bounded-error row, beside the lossy default
+    assert modes["lossless"][-1] == "exact" and "max error 4" in " ".join(modes["max"])
+    assert float(modes["max"][3]) < float(modes["lossless"][1])  # a bound of 4 costs fewer bits than lossless
     ds = pydicom.dcmread(out / "RG3-decoded.dcm")
     assert ds.BitsStored == 10 and ds.LossyImageCompression == "01"
     assert "DERIVED" in ds.ImageType

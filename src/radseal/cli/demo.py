@@ -173,6 +173,8 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
     print(f"  wrote {out / (args.sample + '-decoded.dcm')} (derived DICOM) and PNG previews in {out}")
 
+    _fidelity_modes(img, codec, sealed.payload_bytes, quality, max_abs_error(img.pixels, recon.pixels))
+
     if args.insecure_paper_cipher:
         if not (out / "paper").exists():
             outputs.trees.append(out / "paper")
@@ -180,6 +182,51 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     else:
         print("  (add --insecure-paper-cipher to also run the 2022 paper's autoencoder and its broken cipher)")
     return 0
+
+
+DEMO_MAX_ERROR = 4
+
+
+def _fidelity_modes(img, codec, lossy_bytes: int, lossy_psnr: float, lossy_max_error: float) -> None:
+    """Lossless, a guaranteed maximum error and the lossy default on the same image, beside JPEG-LS and
+    JPEG XL (through imagecodecs, in radseal[evaluate]) at the same fidelity."""
+    import numpy as np
+
+    from radseal.evaluate.metrics import max_abs_error, psnr
+
+    pixels = img.height * img.width
+    try:
+        import imagecodecs
+    except ImportError:
+        imagecodecs = None
+    px = np.ascontiguousarray(img.pixels)
+
+    def other(encode) -> str:
+        if imagecodecs is None:
+            return "n/a"
+        try:
+            return f"{8 * len(encode()) / pixels:.3f}"
+        except Exception as exc:  # noqa: BLE001 - a baseline that cannot code this image is reported, not fatal
+            return f"n/a ({type(exc).__name__})"
+
+    print("  fidelity modes on the same image (bpp; every decoded pixel checked):")
+    print(f"    {'mode':<24}{'radseal':>10}{'JPEG-LS':>10}{'JPEG XL e7':>12}  quality")
+    for k in (0, DEMO_MAX_ERROR):
+        data = codec.compress(img, max_error=k)
+        back = codec.decompress(data)
+        err = max_abs_error(img.pixels, back.pixels)
+        if err > k:
+            raise RadsealError(f"max error {err} over the bound {k}: a codec fault, please report it")  # cannot happen by construction
+        name = "lossless" if k == 0 else f"max error {k}"
+        jls = other(lambda: imagecodecs.jpegls_encode(px, level=k))
+        jxl = other(lambda: imagecodecs.jpegxl_encode(px, lossless=True, effort=7, bitspersample=img.bits_stored)) \
+            if k == 0 else "-"
+        fidelity = "exact" if k == 0 else f"PSNR {psnr(img.pixels, back.pixels, img.max_value):.2f} dB, max error {err:.0f}"
+        print(f"    {name:<24}{8 * len(data) / pixels:>10.3f}{jls:>10}{jxl:>12}  {fidelity}")
+    print(f"    {'lossy (default above)':<24}{8 * lossy_bytes / pixels:>10.3f}{'-':>10}{'-':>12}  "
+          f"PSNR {lossy_psnr:.2f} dB, max error {lossy_max_error:.0f}")
+    if imagecodecs is None:
+        print("    (JPEG-LS and JPEG XL sizes need imagecodecs: pip install 'radseal[evaluate]')")
 
 
 def _paper_baseline(img, out: Path) -> None:
