@@ -754,6 +754,7 @@ class FleetResult:
     orthanc_restarts: int = 0
     orthanc_unplanned_exits: int = 0
     orthanc_index_instances: int = 0  # instances in Orthanc's index tables in PostgreSQL
+    orthanc_version: str = ""
 
     @property
     def ok(self) -> bool:
@@ -993,6 +994,7 @@ def run_fleet_drill(
             orthanc_unplanned[0] += 1
             pacs.start()
         store = OrthancStore(pacs.url)
+        orthanc_version = store.check()
         stored_count = store.count()
         found = {sop: store.find(sop) for sop in set(sops)}
         duplicates = sum(max(0, len(ids) - 1) for ids in found.values())
@@ -1009,7 +1011,7 @@ def run_fleet_drill(
         if orthanc_index_instances != len(sealed):
             problems.append(f"Orthanc's PostgreSQL index lists {orthanc_index_instances} instance(s) for {len(sealed)} image(s)")
     else:
-        orthanc_index_instances = 0
+        orthanc_index_instances, orthanc_version = 0, ""
         store = FolderStore(store_dir)
         files = store.files()
         stored_count = len(files)
@@ -1049,7 +1051,7 @@ def run_fleet_drill(
         answered_by={str(k): v for k, v in answered_by.items()}, problems=problems,
         pacs="orthanc-postgresql" if pacs is not None else "folder",
         orthanc_restarts=orthanc_restarts[0], orthanc_unplanned_exits=orthanc_unplanned[0],
-        orthanc_index_instances=orthanc_index_instances,
+        orthanc_index_instances=orthanc_index_instances, orthanc_version=orthanc_version,
     )
 
 
