@@ -755,6 +755,7 @@ class FleetResult:
     orthanc_unplanned_exits: int = 0
     orthanc_index_instances: int = 0  # instances in Orthanc's index tables in PostgreSQL
     orthanc_version: str = ""
+    orthanc_files_on_disk: int = 0  # files in Orthanc's StorageDirectory (0 when its storage is PostgreSQL)
 
     @property
     def ok(self) -> bool:
@@ -995,6 +996,9 @@ def run_fleet_drill(
             pacs.start()
         store = OrthancStore(pacs.url)
         orthanc_version = store.check()
+        orthanc_files = sum(1 for f in (work / "orthanc-storage").rglob("*") if f.is_file())
+        if orthanc_storage_in_postgres and orthanc_files:
+            problems.append(f"Orthanc's storage should be PostgreSQL, yet {orthanc_files} file(s) are in its storage folder")
         stored_count = store.count()
         found = {sop: store.find(sop) for sop in set(sops)}
         duplicates = sum(max(0, len(ids) - 1) for ids in found.values())
@@ -1011,7 +1015,7 @@ def run_fleet_drill(
         if orthanc_index_instances != len(sealed):
             problems.append(f"Orthanc's PostgreSQL index lists {orthanc_index_instances} instance(s) for {len(sealed)} image(s)")
     else:
-        orthanc_index_instances, orthanc_version = 0, ""
+        orthanc_index_instances, orthanc_version, orthanc_files = 0, "", 0
         store = FolderStore(store_dir)
         files = store.files()
         stored_count = len(files)
@@ -1052,6 +1056,7 @@ def run_fleet_drill(
         pacs="orthanc-postgresql" if pacs is not None else "folder",
         orthanc_restarts=orthanc_restarts[0], orthanc_unplanned_exits=orthanc_unplanned[0],
         orthanc_index_instances=orthanc_index_instances, orthanc_version=orthanc_version,
+        orthanc_files_on_disk=orthanc_files,
     )
 
 
