@@ -345,6 +345,7 @@ def test_archive_writes_in_a_shared_folder_never_replace_across_processes(tmp_pa
     assert not list(tmp_path.glob(".*"))  # no temporary file left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage_in_postgres", [False, True], ids=["index", "index+storage"])
 def test_fleet_drill_into_orthanc_on_postgresql_restarted_once(postgres, tmp_path, storage_in_postgres):
     """Receivers store through Orthanc's REST API into an Orthanc whose index (and, in the second case,

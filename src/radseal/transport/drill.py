@@ -711,6 +711,7 @@ class OrthancProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.kill()
         raise RuntimeError(f"Orthanc did not answer in {timeout} s; see {self.log_path}")
 
     def running(self) -> bool:
@@ -838,10 +839,17 @@ def run_fleet_drill(
             free_port(), work / f"receiver{r}.log")
         for r in range(receivers)
     ]
-    for p in procs:
-        p.start()
-    balancer = HAProxyProcess([p.port for p in procs], work)
-    balancer.start()
+    try:
+        for p in procs:
+            p.start()
+        balancer = HAProxyProcess([p.port for p in procs], work)
+        balancer.start()
+    except BaseException:  # leave no process behind
+        for p in procs:
+            p.kill()
+        if pacs is not None:
+            pacs.kill()
+        raise
     index = open_index(index_url)
     retries = [0]
     done = threading.Event()
