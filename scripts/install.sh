@@ -17,6 +17,8 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # a fleet of receivers: the shared receipt index (PostgreSQL) and the load balancer (HAProxy)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# Orthanc with its index in PostgreSQL (the PACS behind the fleet drill)
+dpkg -s orthanc-postgresql >/dev/null 2>&1 || need+=(orthanc-postgresql)
 # the compiled codec engine (csrc/) needs a C compiler and the Python headers
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \

@@ -343,3 +343,35 @@ def test_archive_writes_in_a_shared_folder_never_replace_across_processes(tmp_pa
         winner = "a" if str(i) in outs[0] else "b"
         assert (tmp_path / f"{i}.rsl").read_bytes() == (winner * 50000).encode()  # whole, and the first writer's
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage_in_postgres", [False, True], ids=["index", "index+storage"])
+def test_fleet_drill_into_orthanc_on_postgresql_restarted_once(postgres, tmp_path, storage_in_postgres):
+    """Receivers store through Orthanc's REST API into an Orthanc whose index (and, in the second case,
+    storage) is PostgreSQL (Debian orthanc-postgresql, a database of its own in the receipts' cluster);
+    Orthanc SIGKILLed and restarted, PostgreSQL crashed and restarted and one receiver killed mid-run:
+    every image in Orthanc exactly once and pixel-identical to a local decode."""
+    from radseal.transport.drill import orthanc_binary, orthanc_postgresql_plugin
+
+    _need(haproxy_binary() is not None, "HAProxy (Debian package haproxy)")
+    _need(orthanc_binary() is not None, "Orthanc (Debian package orthanc)")
+    _need(orthanc_postgresql_plugin() is not None, "Orthanc's PostgreSQL plugin (Debian package orthanc-postgresql)")
+    postgres.fresh_database("fleet_orthanc_receipts")
+    index_url = postgres.url
+    postgres.url = index_url.rsplit("/", 1)[0] + "/fleet_orthanc_receipts"
+    try:
+        result = run_fleet_drill(tmp_path, postgres, n_images=24, senders=2, receivers=2, kills=1,
+                                 postgres_restart=True, orthanc=True, orthanc_restart=True,
+                                 orthanc_storage_in_postgres=storage_in_postgres, seed=11)
+    finally:
+        postgres.url = index_url
+    assert result.problems == []
+    assert result.pacs == "orthanc-postgresql"
+    assert result.orthanc_restarts == 1 and result.postgres_restarts >= 1
+    assert result.orthanc_index_instances == 24  # recorded in Orthanc's tables in PostgreSQL
+    # the DICOM files: in Orthanc's storage folder, or (storage plugin) none there
+    assert (result.orthanc_files_on_disk == 0) if storage_in_postgres else (result.orthanc_files_on_disk >= 24)
+    assert result.stored_objects == result.images == 24
+    assert result.duplicates_in_store == 0 and result.pixel_mismatches == 0
+    assert result.kills == 1

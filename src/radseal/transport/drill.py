@@ -525,6 +525,18 @@ class PostgresCluster:
         subprocess.run(["bash", str(self.scripts_dir / "stop-postgres.sh"), str(self.folder), mode],
                        capture_output=True, timeout=120)
 
+    def fresh_database(self, name: str, owner: str = "radseal") -> dict:
+        """Drop and create database ``name`` (owned by ``owner``) in this running cluster; its connection
+        settings (host, port, database, user) for a client such as Orthanc's PostgreSQL plugin."""
+        import psycopg
+
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or not re.fullmatch(r"[a-z_][a-z0-9_]*", owner):
+            raise ValueError(f"database and role names must be plain identifiers: {name!r}, {owner!r}")
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        return {"host": "127.0.0.1", "port": self.port, "database": name, "user": owner}
+
     def restart(self, down_seconds: float = 0.5) -> None:
         self.stop("immediate")  # as a crash: no checkpoint; committed rows must survive (WAL)
         time.sleep(down_seconds)
@@ -615,6 +627,110 @@ class HAProxyProcess:
                 self.proc.wait()
 
 
+def orthanc_binary() -> str | None:
+    import shutil
+
+    return shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
+
+
+def orthanc_postgresql_plugin() -> str | None:
+    """The index plugin of Debian's orthanc-postgresql, or None."""
+    for candidate in ("/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so",
+                      *sorted(Path("/usr/lib/orthanc").glob("libOrthancPostgreSQLIndex.so*"), reverse=True)):
+        if Path(candidate).exists():
+            return str(candidate)
+    return None
+
+
+def orthanc_postgresql_config(http_port: int, workdir: Path, db: dict, *, storage_in_postgres: bool = False) -> dict:
+    """Orthanc's configuration with its index (and, if asked, its storage) in PostgreSQL database ``db``
+    (:meth:`PostgresCluster.fresh_database`); HTTP on loopback only, no DICOM port."""
+    plugins = [orthanc_postgresql_plugin()]
+    if storage_in_postgres:
+        plugins.append(plugins[0].replace("PostgreSQLIndex", "PostgreSQLStorage"))
+    return {
+        "Name": "radseal-fleet",
+        "HttpPort": http_port,
+        "DicomServerEnabled": False,
+        "DicomPort": 0,
+        "StorageDirectory": str(workdir / "orthanc-storage"),
+        "IndexDirectory": str(workdir / "orthanc-index"),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": plugins,
+        "PostgreSQL": {
+            "EnableIndex": True,
+            "EnableStorage": storage_in_postgres,
+            "Host": db["host"],
+            "Port": db["port"],
+            "Database": db["database"],
+            "Username": db["user"],
+            "Password": "",
+            "Lock": False,
+        },
+    }
+
+
+class OrthancProcess:
+    """Debian's Orthanc with its index in PostgreSQL (plugin from orthanc-postgresql), to be SIGKILLed
+    and restarted."""
+
+    def __init__(self, workdir: Path, db: dict, *, storage_in_postgres: bool = False, port: int | None = None) -> None:
+        import json
+
+        self.port = port or free_port()
+        self.workdir = Path(workdir)
+        self.config = self.workdir / "orthanc.json"
+        self.config.write_text(json.dumps(orthanc_postgresql_config(self.port, self.workdir, db,
+                                                                    storage_in_postgres=storage_in_postgres), indent=2))
+        self.log_path = self.workdir / "orthanc.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        binary = orthanc_binary()
+        if binary is None:
+            raise RuntimeError("Orthanc is not installed (Debian package orthanc)")
+        if orthanc_postgresql_plugin() is None:
+            raise RuntimeError("Orthanc's PostgreSQL plugin is not installed (Debian package orthanc-postgresql)")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([binary, str(self.config)], stdout=log, stderr=subprocess.STDOUT)
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with status {self.proc.returncode}; log ends:\n"
+                                   f"{self.log_path.read_text(errors='replace')[-1500:]}")
+            try:
+                if httpx.get(self.url + "/system", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"Orthanc did not answer in {timeout} s; see {self.log_path}")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @dataclass
 class FleetResult:
     images: int
@@ -635,6 +751,12 @@ class FleetResult:
     pixel_mismatches: int
     answered_by: dict
     problems: list[str] = field(default_factory=list)
+    pacs: str = "folder"
+    orthanc_restarts: int = 0
+    orthanc_unplanned_exits: int = 0
+    orthanc_index_instances: int = 0  # instances in Orthanc's index tables in PostgreSQL
+    orthanc_version: str = ""
+    orthanc_files_on_disk: int = 0  # files in Orthanc's StorageDirectory (0 when its storage is PostgreSQL)
 
     @property
     def ok(self) -> bool:
@@ -650,13 +772,24 @@ def run_fleet_drill(
     receivers: int = 3,
     kills: int = 3,
     postgres_restart: bool = True,
+    orthanc: bool = False,
+    orthanc_restart: bool = True,
+    orthanc_storage_in_postgres: bool = False,
     codec_name: str = "bitdrop",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> FleetResult:
     """``n_images`` from ``senders`` devices through HAProxy to ``receivers`` receivers sharing ``postgres``
-    (started), one state folder (archive) and one folder store; ``kills`` random receivers SIGKILLed and
-    restarted, PostgreSQL crashed and restarted once; then every check."""
+    (started), one state folder (archive) and one store; ``kills`` random receivers SIGKILLed and
+    restarted, PostgreSQL crashed and restarted once; then every check.
+
+    The store is a folder, or with ``orthanc`` an Orthanc (Debian orthanc + orthanc-postgresql) whose
+    index (and with ``orthanc_storage_in_postgres`` its storage) is a database of its own in ``postgres``;
+    the receivers store through its REST API (``--store orthanc+http://...``) and, with
+    ``orthanc_restart``, Orthanc is SIGKILLed and restarted once mid-run. An Orthanc that exits by itself
+    is restarted as a supervisor would and counted (``orthanc_unplanned_exits``). The checks then count
+    the instances in Orthanc (one per image, none twice) and compare each one's pixels with a local
+    decode."""
     import pydicom
 
     from radseal.pipeline import open_image, seal_image
@@ -664,7 +797,7 @@ def run_fleet_drill(
     from radseal.transport.index import open_index
     from radseal.transport.outbox import Outbox
     from radseal.transport.sender import RetryPolicy, Sender
-    from radseal.transport.stores import FolderStore
+    from radseal.transport.stores import FolderStore, OrthancStore
 
     say = progress or (lambda _msg: None)
     work = Path(workdir)
@@ -691,17 +824,32 @@ def run_fleet_drill(
         sealed[message_id] = (message.data, k)
         outboxes[k].add(message_id, message.data, f"fleet-{i}", f"fleet-{i}")
 
+    pacs: OrthancProcess | None = None
+    store_spec = str(store_dir)
+    if orthanc:
+        db = postgres.fresh_database("orthanc_fleet")
+        pacs = OrthancProcess(work, db, storage_in_postgres=orthanc_storage_in_postgres)
+        say(f"starting Orthanc on PostgreSQL database {db['database']} (port {pacs.port})")
+        pacs.start()
+        store_spec = "orthanc+" + pacs.url
     procs = [
         ReceiverProcess(
-            ["--key", str(work / "receiver.key"), "--trust", str(work / "trusted"), "--store", str(store_dir),
+            ["--key", str(work / "receiver.key"), "--trust", str(work / "trusted"), "--store", store_spec,
              "--index", index_url, "--state", str(state), "--codec", codec_name],
             free_port(), work / f"receiver{r}.log")
         for r in range(receivers)
     ]
-    for p in procs:
-        p.start()
-    balancer = HAProxyProcess([p.port for p in procs], work)
-    balancer.start()
+    try:
+        for p in procs:
+            p.start()
+        balancer = HAProxyProcess([p.port for p in procs], work)
+        balancer.start()
+    except BaseException:  # leave no process behind
+        for p in procs:
+            p.kill()
+        if pacs is not None:
+            pacs.kill()
+        raise
     index = open_index(index_url)
     retries = [0]
     done = threading.Event()
@@ -722,8 +870,34 @@ def run_fleet_drill(
     events = [(t, "kill") for t in rng.sample(range(1, last), min(kills, last - 1))]
     if postgres_restart:
         events.append((rng.randint(max(1, n_images // 4), max(1, n_images // 2)), "postgres"))
+    if pacs is not None and orthanc_restart:
+        events.append((rng.randint(max(1, n_images // 3), max(1, 2 * n_images // 3)), "orthanc"))
     events.sort()
     restarting: set[int] = set()
+    orthanc_lock = threading.Lock()
+    orthanc_restarts = [0]
+    orthanc_unplanned = [0]
+
+    def start_orthanc() -> None:  # with orthanc_lock held; retried as a supervisor would, up to 5 times
+        for attempt in range(5):
+            try:
+                pacs.start()
+                return
+            except RuntimeError as exc:
+                pacs.kill()
+                failed_starts.append("Orthanc: " + str(exc).splitlines()[-1][-300:])
+                if attempt == 4:
+                    failures.append(str(exc))
+                    abort.set()
+                time.sleep(1.0)
+
+    def orthanc_watchdog() -> None:
+        while not done.wait(0.2):
+            with orthanc_lock:
+                if not pacs.running() and not done.is_set() and not abort.is_set():
+                    orthanc_unplanned[0] += 1
+                    say("Orthanc exited by itself; restarting it")
+                    start_orthanc()
     failed_starts: list[str] = []
     restarters: list[threading.Thread] = []
 
@@ -765,6 +939,13 @@ def run_fleet_drill(
                 t = threading.Thread(target=restart_later, args=(victim,), daemon=True)
                 t.start()
                 restarters.append(t)
+            elif kind == "orthanc":
+                say(f"killing and restarting Orthanc after about {threshold} stored")
+                with orthanc_lock:
+                    pacs.kill()
+                    time.sleep(rng.uniform(0.2, 0.6))
+                    start_orthanc()
+                    orthanc_restarts[0] += 1
             else:
                 say(f"crashing and restarting PostgreSQL after about {threshold} stored")
                 try:
@@ -793,6 +974,9 @@ def run_fleet_drill(
     started = time.perf_counter()
     chaos_thread = threading.Thread(target=chaos, daemon=True)
     chaos_thread.start()
+    watchdog = threading.Thread(target=orthanc_watchdog, daemon=True) if pacs is not None else None
+    if watchdog is not None:
+        watchdog.start()
     threads = [threading.Thread(target=send, args=(ob, k)) for k, ob in enumerate(outboxes)]
     for t in threads:
         t.start()
@@ -801,6 +985,8 @@ def run_fleet_drill(
     seconds = time.perf_counter() - started
     done.set()
     chaos_thread.join()
+    if watchdog is not None:
+        watchdog.join()
     for t in restarters:
         t.join()
     balancer.stop()
@@ -811,19 +997,46 @@ def run_fleet_drill(
     problems = [f"fault injection failed: {f}" for f in failures]
     rows = index.rows()
     index.close()
-    store = FolderStore(store_dir)
-    files = store.files()
+    sops = [r["sop_instance_uid"] for r in rows]
+    if pacs is not None:
+        if not pacs.running():
+            orthanc_unplanned[0] += 1
+            pacs.start()
+        store = OrthancStore(pacs.url)
+        orthanc_version = store.check()
+        orthanc_files = sum(1 for f in (work / "orthanc-storage").rglob("*") if f.is_file())
+        if orthanc_storage_in_postgres and orthanc_files:
+            problems.append(f"Orthanc's storage should be PostgreSQL, yet {orthanc_files} file(s) are in its storage folder")
+        stored_count = store.count()
+        found = {sop: store.find(sop) for sop in set(sops)}
+        duplicates = sum(max(0, len(ids) - 1) for ids in found.values())
+        missing = sum(1 for ids in found.values() if not ids)
+        if stored_count != len(sealed) or missing or duplicates:
+            problems.append(f"Orthanc holds {stored_count} instance(s) for {len(sealed)} image(s) "
+                            f"({missing} receipt(s) without an instance, {duplicates} SOP Instance UID(s) stored twice)")
+        # Orthanc's own index tables in PostgreSQL (resource type 3: instance), read directly: the
+        # instances are recorded there, not in an SQLite file of Orthanc's.
+        import psycopg
+
+        with psycopg.connect(f"postgresql://{db['user']}@{db['host']}:{db['port']}/{db['database']}") as conn:
+            orthanc_index_instances = conn.execute("SELECT count(*) FROM resources WHERE resourcetype = 3").fetchone()[0]
+        if orthanc_index_instances != len(sealed):
+            problems.append(f"Orthanc's PostgreSQL index lists {orthanc_index_instances} instance(s) for {len(sealed)} image(s)")
+    else:
+        orthanc_index_instances, orthanc_version, orthanc_files = 0, "", 0
+        store = FolderStore(store_dir)
+        files = store.files()
+        stored_count = len(files)
+        stored_sops = [f.stem for f in files]
+        duplicates = len(stored_sops) - len(set(stored_sops))
+        if sorted(stored_sops) != sorted(sops):
+            problems.append(f"store holds {len(files)} object(s) for {len(rows)} receipt(s)")
     delivered = sum(ob.counts()["delivered"] for ob in outboxes)
     pending = sum(ob.counts()["pending"] + ob.counts()["refused"] for ob in outboxes)
     if pending:
         problems.append(f"{pending} message(s) still pending or refused in the outboxes")
     if sorted(r["message_id"] for r in rows) != sorted(sealed):
         problems.append(f"index holds {len(rows)} row(s) for {len(sealed)} message(s) sent, or other ids")
-    sops = [r["sop_instance_uid"] for r in rows]
-    stored_sops = [f.stem for f in files]
-    duplicates = len(stored_sops) - len(set(stored_sops))
-    if sorted(stored_sops) != sorted(sops):
-        problems.append(f"store holds {len(files)} object(s) for {len(rows)} receipt(s)")
     archived = len(list((state / "archive").glob("*/*.rsl")))
     if archived != len(sealed):
         problems.append(f"archive holds {archived} message(s), expected {len(sealed)}")
@@ -837,14 +1050,21 @@ def run_fleet_drill(
             mismatches += 1
     if mismatches:
         problems.append(f"{mismatches} stored image(s) differ from a local decode")
+    if pacs is not None:
+        store.close()
+        pacs.stop()
     answered_by = {p.port: (p.log_path.read_text(errors="replace").count("stored message=")) for p in procs}
     return FleetResult(
         images=n_images, senders=senders, receivers=receivers, kills=kills_done[0],
         receiver_starts=sum(p.starts for p in procs), failed_starts=failed_starts, postgres_restarts=postgres.restarts, retries=retries[0],
         seconds=round(seconds, 2), messages_per_second=round(n_images / seconds, 2) if seconds else 0.0,
-        delivered=delivered, index_rows=len(rows), stored_objects=len(files), archived=archived,
+        delivered=delivered, index_rows=len(rows), stored_objects=stored_count, archived=archived,
         duplicates_in_store=duplicates, pixel_mismatches=mismatches,
         answered_by={str(k): v for k, v in answered_by.items()}, problems=problems,
+        pacs="orthanc-postgresql" if pacs is not None else "folder",
+        orthanc_restarts=orthanc_restarts[0], orthanc_unplanned_exits=orthanc_unplanned[0],
+        orthanc_index_instances=orthanc_index_instances, orthanc_version=orthanc_version,
+        orthanc_files_on_disk=orthanc_files,
     )
 
 
