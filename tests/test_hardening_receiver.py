@@ -565,3 +565,31 @@ def test_cli_defaults_match_the_library():
     assert args.max_pixels == DEFAULT_MAX_PIXELS
     decode = build_parser()._subparsers._group_actions[0].choices["decode"]
     assert f"default: {DEFAULT_MAX_PIXELS}" in decode.format_help().replace("\n", " ")
+
+
+def test_metrics_count_outcomes_and_latencies_only_when_asked(make, keys):
+    """GET /metrics (serve --metrics): stored, duplicate, refusals by status and code, bytes in, decode and store
+    latency; absent by default (it tells any client how busy the receiver is); no ids in it."""
+    assert make().get("/metrics").status_code == 404
+    client = make(metrics=True)
+    data = sealed(keys)
+    assert client.post("/v1/messages", content=data).status_code == 200
+    assert client.post("/v1/messages", content=data).status_code == 200  # a retry: duplicate
+    assert client.post("/v1/messages", content=b"not a container at all").status_code == 400
+    ahead = sealed(keys, created=int(time.time()) + 2 * 86400)
+    assert client.post("/v1/messages", content=ahead).status_code == 422
+    answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    values = {}
+    for line in answer.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values["radseal_messages_stored_total"] == 1
+    assert values["radseal_messages_duplicate_total"] == 1
+    assert values['radseal_messages_refused_total{code="malformed",status="400"}'] == 1
+    assert values['radseal_messages_refused_total{code="future_dated",status="422"}'] == 1
+    assert values["radseal_bytes_received_total"] >= 2 * len(data) + len(ahead)
+    assert values["radseal_decode_seconds_count"] == 1 and values["radseal_store_seconds_count"] == 1
+    header = parse_header(data)
+    assert header.message_id not in answer.text and header.sender_key_id not in answer.text

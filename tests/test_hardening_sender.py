@@ -343,8 +343,13 @@ def test_outbox_status_shows_refused_messages_and_retry_puts_them_back(one_queue
     assert "radseal outbox retry" in out and "scan.png" not in out  # named by digest, not by file name
     assert main(["outbox", "retry", "--outbox", box, "0" * 32]) == 2
     assert capsys.readouterr().err.startswith("radseal: error: no message")
+    assert "oldest pending" not in out  # the only message is refused, none is pending
     assert main(["outbox", "retry", "--outbox", box, queued.message_id]) == 0
     assert outbox.state(queued.message_id) == "pending"
+    capsys.readouterr()
+    assert main(["outbox", "status", "--outbox", box]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "1 pending, 0 refused" in first and "oldest pending" in first and first.endswith(" old")
     assert main(["outbox", "status", "--outbox", str(tmp_path / "nowhere")]) == 2
 
 

@@ -218,6 +218,7 @@ def _serve(args: argparse.Namespace) -> int:
             codec=codec,
             diagnose=diagnose,
             limits=limits,
+            metrics=args.metrics,
         )
     except BaseException:
         sock.close()
@@ -230,7 +231,7 @@ def _serve(args: argparse.Namespace) -> int:
         f"radseal receiver on {scheme}://{args.host}:{sock.getsockname()[1]}/v1/messages\n"
         f"  keys: {', '.join(k.key_id for k in keys)}; trusted devices: {len(trusted)}\n"
         f"  store: {store!r}; index: {index!r}; archive: {state}/archive/; max body {args.max_body:g} MiB; "
-        f"diagnosis: {'on' if diagnose else 'off'}\n"
+        f"diagnosis: {'on' if diagnose else 'off'}; metrics: {'/metrics' if args.metrics else 'off'}\n"
         f"  limits: {connections} connections, {args.max_uploads} uploads in flight, headers within {args.header_timeout:g} s, "
         f"body within {args.body_timeout:g} s + 1 s per {args.min_rate:g} KiB, images up to {args.max_pixels} pixels",
         flush=True,
@@ -570,12 +571,25 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def _outbox_status(args: argparse.Namespace) -> int:
+    import time
+
     outbox = _open_outbox(args.outbox)
     counts = outbox.counts()
+    waiting = outbox.rows(("pending", "refused"))
+    pending_since = [row.created for row in waiting if row.state == "pending"]
+    oldest = f"; oldest pending {_age(time.time() - min(pending_since))} old" if pending_since else ""
     print(f"outbox {outbox.path}: {counts['pending']} pending, {counts['refused']} refused, "
-          f"{counts['delivered']} delivered kept")
-    for row in outbox.rows(("pending", "refused")):
+          f"{counts['delivered']} delivered kept{oldest}")
+    for row in waiting:
         if row.state == "refused":
             status = f"HTTP {row.refused_status} " if row.refused_status else ""
             print(f"refused {row.message_id} ({row.source}, {row.sealed_bytes} bytes, {_when(row.updated)}): "
@@ -680,6 +694,10 @@ def register(sub) -> None:
                        help=f"average upload rate a body must keep after --body-timeout (default: {DEFAULT_MIN_RATE / 1024:g})")
     serve.add_argument("--diagnosis", choices=("auto", "off"), default="auto",
                        help="run the pneumonia classifier on each stored image when it is available (default: auto)")
+    serve.add_argument("--metrics", action="store_true",
+                       help="serve GET /metrics in Prometheus format: messages stored, duplicates, refusals by status "
+                            "and code, bytes in, decode and store latency (off by default: it tells any client how busy "
+                            "the receiver is; expose it to the monitoring network only)")
     serve.set_defaults(func=_serve)
 
     send = sub.add_parser(

@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from radseal.extras import MissingExtraError
@@ -96,7 +96,8 @@ from radseal.seal.format import container_bytes, parse_clear_header
 from radseal.transport.errors import StoreError, TransportError
 from radseal.transport.files import _pid_alive, durable_write_new, file_sha256, own_private_dir, sweep_partial_files
 from radseal.transport.index import Index, IndexUnavailable, OnRecord, open_index
-from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH
+from radseal.transport.metrics import ReceiverMetrics
+from radseal.transport.protocol import DUPLICATE_HEADER, HEALTH_PATH, MESSAGES_PATH, METRICS_PATH
 from radseal.transport.stores import Store, StoredObject
 
 log = logging.getLogger("radseal.receiver")
@@ -152,6 +153,7 @@ class Receiver:
     diagnose: Diagnose | None = None
     open_image: Callable | None = None  # radseal.pipeline.open_image unless given
     max_decodes: int | None = None  # concurrent decodes (memory and CPU bound); default: CPU count
+    metrics: Any = None  # a ReceiverMetrics for decode and store latencies, or None
     _locks: _KeyedLocks = field(default_factory=_KeyedLocks)
 
     def __post_init__(self) -> None:
@@ -243,7 +245,10 @@ class Receiver:
                 raise Rejected(503, "archive_unavailable", f"cannot archive the message ({exc.strerror or exc})") from None
             try:
                 with self._decode_slots:
+                    decode_started = time.perf_counter()
                     result = self.open_image(data, self.keys, self.trusted, codec=self.codec)
+                    if self.metrics is not None:
+                        self.metrics.decode_seconds.observe(time.perf_counter() - decode_started)
             except MissingExtraError as exc:  # our own message: names the extra, nothing from the body
                 raise Rejected(422, "undecodable", f"authentic message could not be decoded here: {exc}") from None
             except Exception as exc:  # the codec's errors are many; the message stays archived
@@ -256,7 +261,10 @@ class Receiver:
                                  uid_seed=message_uid_seed(sender_key_id, message_id))
             obj = StoredObject(str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID))
             try:
+                store_started = time.perf_counter()
                 location = self.store.put(encode_dicom(ds), obj)
+                if self.metrics is not None:
+                    self.metrics.store_seconds.observe(time.perf_counter() - store_started)
             except StoreError as exc:
                 raise Rejected(503, "store_unavailable", str(exc)) from None
             diagnosis = None
@@ -649,6 +657,7 @@ def create_app(
     max_decodes: int | None = None,
     limits: Limits | None = None,
     spool_dir: str | Path | None = None,
+    metrics: bool = False,
 ) -> FastAPI:
     """The receiver's ASGI app.
 
@@ -664,7 +673,9 @@ def create_app(
     ``max_decodes``: how many messages may be opened and decoded at once
     (default: CPU count); ``limits``: see :class:`Limits`; ``spool_dir``:
     where bodies are received (private files, default ``incoming`` next to
-    the index, or next to the archive with a database server).
+    the index, or next to the archive with a database server); ``metrics``:
+    serve ``GET /metrics`` (Prometheus; off by default, since it tells any
+    client how busy the receiver is).
     """
     index = index_path if hasattr(index_path, "record") else open_index(index_path)
     if index.path is not None:
@@ -689,6 +700,7 @@ def create_app(
         diagnose=diagnose,
         open_image=open_image,
         max_decodes=max_decodes,
+        metrics=ReceiverMetrics() if metrics else None,
     )
     receiver.recover()
     spool_dir = Path(spool_dir) if spool_dir is not None else state_dir / "incoming"
@@ -711,6 +723,18 @@ def create_app(
     @app.get(HEALTH_PATH)
     async def healthz() -> dict:
         return {"status": "ok", "store": store.kind, "version": _version()}
+
+    counters = receiver.metrics
+    if counters is not None:
+
+        @app.get(METRICS_PATH)
+        async def metrics_endpoint() -> Response:
+            return Response(counters.render(), media_type=counters.content_type)
+
+    def refused(response: JSONResponse, status: int, code: str) -> JSONResponse:
+        if counters is not None:
+            counters.refusal(status, code)
+        return response
 
     def process(path: Path) -> tuple[dict, bool] | Rejected:
         """Open, check and store one received body; a refusal is returned, not raised.
@@ -736,7 +760,8 @@ def create_app(
         started = time.perf_counter()
         if in_flight[0] >= limits.max_uploads:
             log.warning("busy status=503 error=busy: %d uploads in flight (--max-uploads)", in_flight[0])
-            return _error(503, "busy", f"{limits.max_uploads} uploads in flight; retry later", close=True, retry_after=5)
+            return refused(_error(503, "busy", f"{limits.max_uploads} uploads in flight; retry later", close=True,
+                                  retry_after=5), 503, "busy")
         in_flight[0] += 1
         spool = _Spool(spool_dir, limits, sender_ids, receiver_ids)
         try:
@@ -744,22 +769,27 @@ def create_app(
                 path = await _spool_body(request, spool, limits)
             except Rejected as exc:
                 log.warning("rejected status=%d error=%s bytes=%d: %s", exc.status, exc.code, spool.size, exc.detail)
-                return _error(exc.status, exc.code, exc.detail, close=True)
+                return refused(_error(exc.status, exc.code, exc.detail, close=True), exc.status, exc.code)
             except _ClientGone:
                 log.info("aborted: the client closed the connection after %d of %s bytes", spool.size,
                          spool.expected if spool.expected is not None else request.headers.get("content-length", "?"))
-                return _error(400, "aborted", "the client closed the connection before the body was complete", close=True)
+                return refused(_error(400, "aborted", "the client closed the connection before the body was complete",
+                                      close=True), 400, "aborted")
             async with processing:
                 outcome = await run_in_threadpool(process, path)
             if isinstance(outcome, Rejected):
                 exc = outcome
                 log.warning("rejected status=%d error=%s bytes=%d message=%s sender=%s: %s", exc.status, exc.code, spool.size,
                             spool.header.message_id, spool.header.sender_key_id, exc.detail)
-                return _error(exc.status, exc.code, exc.detail)
+                return refused(_error(exc.status, exc.code, exc.detail), exc.status, exc.code)
             receipt, duplicate = outcome
         finally:
+            if counters is not None:
+                counters.bytes_in.inc(spool.size)
             spool.discard()
             in_flight[0] -= 1
+        if counters is not None:
+            (counters.duplicates if duplicate else counters.stored).inc()
         log.info(
             "%s message=%s sender=%s bytes=%d ratio=%s ms=%.0f",
             "duplicate" if duplicate else "stored",
