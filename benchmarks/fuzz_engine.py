@@ -7,9 +7,9 @@ ValueError. Build and run with the sanitizers (Debian, gcc):
 
     gcc -shared -fPIC -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
         -std=c99 -I$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
-        csrc/rsengine.c -o /tmp/_engine.so
+        csrc/rsengine.c -lm -o build/_engine_asan.so
     LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so) \
-        ASAN_OPTIONS=detect_leaks=0 python benchmarks/fuzz_engine.py --engine /tmp/_engine.so
+        ASAN_OPTIONS=detect_leaks=0 python benchmarks/fuzz_engine.py --engine build/_engine_asan.so
 
 Without --engine it fuzzes the installed radseal.codec._engine.
 """

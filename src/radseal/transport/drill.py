@@ -374,15 +374,10 @@ def run_fault_drill(
     )
     receiver.start()
     proxy = FlakyProxy(port, cut_probability, seed=seed + 1)
-    retries = [0]
     done = threading.Event()
     kills_done = [0]
     start_failures: list[str] = []
     abort = threading.Event()
-
-    def sleep_unless_aborted(seconds: float) -> None:
-        if abort.wait(seconds):
-            raise _Aborted()
 
     # Kill at random points of the run: after a random number of stored
     # messages, plus a random few milliseconds (often mid-request).
@@ -406,27 +401,10 @@ def run_fault_drill(
                 abort.set()
                 return
 
-    def send(outbox: Outbox, k: int) -> None:
-        # Bounded, so that a receiver that cannot restart ends the drill with a report, not a hang.
-        policy = RetryPolicy(base=0.05, cap=0.5, max_attempts=240)
-        with Sender(f"http://127.0.0.1:{proxy.port}", outbox, retry=policy, timeout=10.0,
-                    rng=random.Random(seed + k), sleep=sleep_unless_aborted) as sender:
-            def on_retry(*_args) -> None:
-                retries[0] += 1
-
-            try:
-                sender.flush(on_retry=on_retry)
-            except _Aborted:
-                pass
-
     started = time.perf_counter()
     killer_thread = threading.Thread(target=killer, daemon=True)
     killer_thread.start()
-    threads = [threading.Thread(target=send, args=(ob, k)) for k, ob in enumerate(outboxes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    retries = _deliver_all(f"http://127.0.0.1:{proxy.port}", outboxes, abort, seed=seed, cap=0.5, timeout=10.0)
     seconds = time.perf_counter() - started
     done.set()
     killer_thread.join()
@@ -477,7 +455,7 @@ def run_fault_drill(
     return DrillResult(
         images=n_images, senders=senders, kills=kills_done[0], receiver_starts=receiver.starts,
         proxy_connections=proxy.connections, proxy_cuts=proxy.cuts,
-        proxy_request_cuts=proxy.request_cuts, proxy_response_cuts=proxy.response_cuts, retries=retries[0],
+        proxy_request_cuts=proxy.request_cuts, proxy_response_cuts=proxy.response_cuts, retries=retries,
         seconds=round(seconds, 2), delivered=delivered, index_rows=len(rows), stored_objects=len(files),
         archived=archived, duplicates_in_store=duplicates, pixel_mismatches=mismatches,
         duplicate_answers=log_text.count(" duplicate message="),
@@ -488,6 +466,41 @@ def run_fault_drill(
 
 class _Aborted(Exception):
     pass
+
+
+def _deliver_all(url: str, outboxes: list[Outbox], abort: threading.Event, *, seed: int, cap: float,
+                 timeout: float) -> int:
+    """Flush every outbox to ``url`` from its own thread, as that many devices would; return the retries.
+
+    Retries are bounded, so that a receiver that cannot restart ends a drill with a report, not a
+    hang; ``abort`` stops every sender at its next back-off.
+    """
+    retries = [0]
+    lock = threading.Lock()
+
+    def sleep_unless_aborted(seconds: float) -> None:
+        if abort.wait(seconds):
+            raise _Aborted()
+
+    def on_retry(*_args) -> None:
+        with lock:
+            retries[0] += 1
+
+    def send(outbox: Outbox, k: int) -> None:
+        policy = RetryPolicy(base=0.05, cap=cap, max_attempts=240)
+        with Sender(url, outbox, retry=policy, timeout=timeout, rng=random.Random(seed + k),
+                    sleep=sleep_unless_aborted) as sender:
+            try:
+                sender.flush(on_retry=on_retry)
+            except _Aborted:
+                pass
+
+    threads = [threading.Thread(target=send, args=(outbox, k)) for k, outbox in enumerate(outboxes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return retries[0]
 
 
 def _count_rows(index_path: Path) -> int:
@@ -851,7 +864,6 @@ def run_fleet_drill(
             pacs.kill()
         raise
     index = open_index(index_url)
-    retries = [0]
     done = threading.Event()
     abort = threading.Event()
     failures: list[str] = []
@@ -955,33 +967,13 @@ def run_fleet_drill(
                     abort.set()
                     return
 
-    def sleep_unless_aborted(seconds: float) -> None:
-        if abort.wait(seconds):
-            raise _Aborted()
-
-    def send(outbox: Outbox, k: int) -> None:
-        policy = RetryPolicy(base=0.05, cap=1.0, max_attempts=240)
-        with Sender(balancer.url, outbox, retry=policy, timeout=30.0, rng=random.Random(seed + k),
-                    sleep=sleep_unless_aborted) as sender:
-            def on_retry(*_args) -> None:
-                retries[0] += 1
-
-            try:
-                sender.flush(on_retry=on_retry)
-            except _Aborted:
-                pass
-
     started = time.perf_counter()
     chaos_thread = threading.Thread(target=chaos, daemon=True)
     chaos_thread.start()
     watchdog = threading.Thread(target=orthanc_watchdog, daemon=True) if pacs is not None else None
     if watchdog is not None:
         watchdog.start()
-    threads = [threading.Thread(target=send, args=(ob, k)) for k, ob in enumerate(outboxes)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    retries = _deliver_all(balancer.url, outboxes, abort, seed=seed, cap=1.0, timeout=30.0)
     seconds = time.perf_counter() - started
     done.set()
     chaos_thread.join()
@@ -1056,7 +1048,7 @@ def run_fleet_drill(
     answered_by = {p.port: (p.log_path.read_text(errors="replace").count("stored message=")) for p in procs}
     return FleetResult(
         images=n_images, senders=senders, receivers=receivers, kills=kills_done[0],
-        receiver_starts=sum(p.starts for p in procs), failed_starts=failed_starts, postgres_restarts=postgres.restarts, retries=retries[0],
+        receiver_starts=sum(p.starts for p in procs), failed_starts=failed_starts, postgres_restarts=postgres.restarts, retries=retries,
         seconds=round(seconds, 2), messages_per_second=round(n_images / seconds, 2) if seconds else 0.0,
         delivered=delivered, index_rows=len(rows), stored_objects=stored_count, archived=archived,
         duplicates_in_store=duplicates, pixel_mismatches=mismatches,
