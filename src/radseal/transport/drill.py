@@ -341,7 +341,6 @@ def run_fault_drill(
     from radseal.transport.files import partial_files
     from radseal.transport.index import ReceiptIndex
     from radseal.transport.outbox import Outbox
-    from radseal.transport.sender import RetryPolicy, Sender
     from radseal.transport.stores import FolderStore
 
     say = progress or (lambda _msg: None)
@@ -468,13 +467,15 @@ class _Aborted(Exception):
     pass
 
 
-def _deliver_all(url: str, outboxes: list[Outbox], abort: threading.Event, *, seed: int, cap: float,
+def _deliver_all(url: str, outboxes: list, abort: threading.Event, *, seed: int, cap: float,
                  timeout: float) -> int:
     """Flush every outbox to ``url`` from its own thread, as that many devices would; return the retries.
 
     Retries are bounded, so that a receiver that cannot restart ends a drill with a report, not a
     hang; ``abort`` stops every sender at its next back-off.
     """
+    from radseal.transport.sender import RetryPolicy, Sender
+
     retries = [0]
     lock = threading.Lock()
 
@@ -486,7 +487,7 @@ def _deliver_all(url: str, outboxes: list[Outbox], abort: threading.Event, *, se
         with lock:
             retries[0] += 1
 
-    def send(outbox: Outbox, k: int) -> None:
+    def send(outbox, k: int) -> None:
         policy = RetryPolicy(base=0.05, cap=cap, max_attempts=240)
         with Sender(url, outbox, retry=policy, timeout=timeout, rng=random.Random(seed + k),
                     sleep=sleep_unless_aborted) as sender:
@@ -809,7 +810,6 @@ def run_fleet_drill(
     from radseal.seal import DeviceKey, ReceiverKey, parse_header, save_private_key, save_public_key
     from radseal.transport.index import open_index
     from radseal.transport.outbox import Outbox
-    from radseal.transport.sender import RetryPolicy, Sender
     from radseal.transport.stores import FolderStore, OrthancStore
 
     say = progress or (lambda _msg: None)
