@@ -180,7 +180,7 @@ class Codec:
         if h < 1 or w < 1 or h > bitstream.MAX_SIDE or w > bitstream.MAX_SIDE or h * w > bitstream.MAX_PIXELS:
             raise CodecError(f"image size {h}x{w} is outside what the codec supports")
         low, high = int(img.pixels.min()), int(img.pixels.max())
-        state = self._analyse(normalized(img.pixels, low, high))
+        state = self._analyse_image(img.pixels, low, high)
 
         def encode(q: int) -> bytes:
             header = bitstream.Header(
@@ -227,6 +227,11 @@ class Codec:
         )
 
     # -- family hooks ----------------------------------------------------------------------
+    def _analyse_image(self, pixels: np.ndarray, low: int, high: int):
+        """Quality-independent analysis of the stored values (a family that needs more than
+        float32 0..1 precision at its top qualities overrides this)."""
+        return self._analyse(normalized(pixels, low, high))
+
     def _analyse(self, x01: np.ndarray):
         """Quality-independent analysis of pixels scaled to 0..1 (shared by every quality)."""
         raise NotImplementedError

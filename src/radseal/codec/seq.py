@@ -13,6 +13,18 @@ at its position; the rule is restated in Python in
 low-pass band is coded as MED-predicted residuals. Probabilities start at 1/2
 and adapt as the image is coded; nothing learned enters the parse path.
 
+Qualities: 1..16 are rsc2's (the weights file's steps, 50 -> 2 grey levels
+of the image's own range mapped to 0..255); 17..``NUM_SEQ_QUALITIES`` (46)
+continue the same geometric progression (x 0.807 per rung) down to 0.0032,
+just under one stored unit of a full-range 16-bit image (255 / 65535 =
+0.0039), so the ladder reaches near-lossless at any depth. Qualities 1..16
+analyse and reconstruct in float32 exactly as before (their streams and
+decoded images are unchanged); 17 and above use float64 from the stored
+values on (at a step of 0.003 float32's 1e-5 rounding on the 0..255 scale
+would be a visible fraction of a step). Only pixels see the float; the parse
+stays integer. The largest symbol at quality 46 stays below the engine's
+2^24 (see :data:`SYMBOL_LIMIT`).
+
 Encoder-side rate-distortion choice: a coefficient quantized to +-1 is coded
 as 0 when the squared error it would save is worth less than ``RDO_LAMBDA``
 squared steps per bit of its cost under the coder's *current* adaptive
@@ -38,12 +50,17 @@ import zlib
 import numpy as np
 
 from radseal.codec import wavelet
-from radseal.codec.api import Codec
+from radseal.codec.api import Codec, normalized
 from radseal.codec.errors import BitstreamError, CodecError
-from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel
+from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel, quantize
 
 MODEL_ID = "rsc3-cdf97-seq"
 FORMAT = 0
+#: qualities of this coder: rsc2's 16, then the same geometric step ladder on to near-lossless
+NUM_SEQ_QUALITIES = 46
+#: the engine codes magnitudes below 2^24; a symbol is clipped there (only a constructed image of
+#: full-range extremes at the top qualities could reach it: see tests/test_native_lossy.py)
+SYMBOL_LIMIT = (1 << 24) - 1
 #: squared quantizer steps per bit (the high-rate value 2 ln 2 / 12 = 0.116 is what rsc2 uses)
 RDO_LAMBDA = 0.116
 
@@ -89,11 +106,30 @@ def _offsets(u: np.ndarray, sym: np.ndarray, rounding: float) -> tuple[int, int]
     return res[0], res[1]
 
 
+class _Analysis:
+    """The stored values, analysed on demand: in float32 from 0..1 (qualities 1..16, as rsc2
+    does) and in float64 from the stored values (the qualities above)."""
+
+    def __init__(self, model: SubbandModel, pixels: np.ndarray, low: int, high: int):
+        self.model, self.pixels, self.low, self.high = model, pixels, low, high
+        self._f32 = self._f64 = None
+
+    def pyramid(self, quality: int) -> wavelet.Pyramid:
+        if quality <= NUM_QUALITIES:
+            if self._f32 is None:
+                self._f32 = self.model.analyse(normalized(self.pixels, self.low, self.high))
+            return self._f32
+        if self._f64 is None:
+            scale = PIXEL_SCALE / float(max(self.high - self.low, 1))
+            self._f64 = wavelet.forward((self.pixels.astype(np.float64) - self.low) * scale, LEVELS)
+        return self._f64
+
+
 class SeqCodec(Codec):
     """The sequential wavelet coder as a :class:`~radseal.codec.api.Codec`."""
 
     family = "seq"
-    num_qualities = NUM_QUALITIES
+    num_qualities = NUM_SEQ_QUALITIES
 
     def __init__(self, model: SubbandModel, model_id: str = MODEL_ID, info: dict | None = None, rdo: bool = True):
         super().__init__(model_id, info)
@@ -107,11 +143,38 @@ class SeqCodec(Codec):
     def _analyse(self, x01: np.ndarray):
         return self.model.analyse(x01)
 
+    def _analyse_image(self, pixels: np.ndarray, low: int, high: int) -> _Analysis:
+        return _Analysis(self.model, pixels, low, high)
+
+    def quality_step(self, quality: int) -> float:
+        """The quality's step on the 0..255 scale: the weights' step up to 16, then their last
+        ratio continued (0.807 per rung for the shipped weights)."""
+        steps = self.model.steps
+        if quality <= NUM_QUALITIES:
+            return float(steps[quality - 1])
+        return float(steps[-1] * (steps[-1] / steps[-2]) ** (quality - NUM_QUALITIES))
+
+    def band_steps(self, quality: int, levels: int) -> tuple[float, list[dict[str, float]]]:
+        if quality <= NUM_QUALITIES:
+            return self.model.band_steps(quality, levels)
+        return self.model.band_steps_at(self.quality_step(quality), levels)
+
+    def quantize(self, coeffs: wavelet.Pyramid, quality: int) -> wavelet.Pyramid:
+        if quality <= NUM_QUALITIES:
+            return self.model.quantize(coeffs, quality)
+        ll_step, steps = self.band_steps(quality, len(coeffs.details))
+        lim = SYMBOL_LIMIT
+        return wavelet.Pyramid(
+            ll=np.clip(np.rint(coeffs.ll / ll_step), -lim, lim).astype(np.int64),
+            details=[{o: np.clip(quantize(d[o], s[o], self.model.rounding), -lim, lim) for o in d}
+                     for d, s in zip(coeffs.details, steps)],
+        )
+
     def encode_symbols(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int) -> tuple[bytes, np.ndarray]:
         """(payload, final symbols in coding order) for one quality."""
         m = self.model
-        q = m.quantize(coeffs, quality)
-        ll_step, steps = m.band_steps(quality, len(coeffs.details))
+        q = self.quantize(coeffs, quality)
+        ll_step, steps = self.band_steps(quality, len(coeffs.details))
         shapes = band_shapes(height, width)
         sym = flatten(q)
         # |c| / step of every coefficient (1/256), and per band the dead-zone quantizer's offsets
@@ -143,7 +206,8 @@ class SeqCodec(Codec):
         crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(bytes(offs))) & 0xFFFFFFFF)
         return bytes([FORMAT]) + bytes(offs) + crc + stream, final
 
-    def _encode(self, coeffs, height: int, width: int, quality: int) -> bytes:
+    def _encode(self, state, height: int, width: int, quality: int) -> bytes:
+        coeffs = state.pyramid(quality) if isinstance(state, _Analysis) else state
         return self.encode_symbols(coeffs, height, width, quality)[0]
 
     def read_symbols(self, payload: bytes, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +234,9 @@ class SeqCodec(Codec):
         shapes = band_shapes(height, width)
         bands = unflatten(sym, shapes)
         nlev = (len(shapes) - 1) // 3
-        ll_step, steps = m.band_steps(quality, nlev)
-        rnd = np.float32(m.rounding)
+        ll_step, steps = self.band_steps(quality, nlev)
+        ft = np.float32 if quality <= NUM_QUALITIES else np.float64  # 1..16: exactly as before
+        rnd = ft(m.rounding)
         details = []
         for i in range(nlev):
             out = {}
@@ -179,9 +244,9 @@ class SeqCodec(Codec):
                 b = 1 + 3 * i + oi
                 s = bands[b]
                 mag = np.abs(s)
-                theta = np.where(mag == 1, np.float32(offs[b, 0] / 256.0), np.float32(offs[b, 1] / 256.0))
-                level = (mag.astype(np.float32) - rnd + theta) * np.float32(steps[i][o])
-                out[o] = np.where(mag > 0, np.copysign(level, s), np.float32(0)).astype(np.float32)
+                theta = np.where(mag == 1, ft(offs[b, 0] / 256.0), ft(offs[b, 1] / 256.0))
+                level = (mag.astype(ft) - rnd + theta) * ft(steps[i][o])
+                out[o] = np.where(mag > 0, np.copysign(level, s), ft(0)).astype(ft)
             details.append(out)
-        ll = (bands[0].astype(np.float64) * ll_step).astype(np.float32)
+        ll = (bands[0].astype(np.float64) * ll_step).astype(ft)
         return wavelet.inverse(wavelet.Pyramid(ll=ll, details=details)) / PIXEL_SCALE

@@ -146,7 +146,10 @@ class SubbandModel:
 
     # -- parameters ---------------------------------------------------------------------
     def band_steps(self, quality: int, levels: int) -> tuple[float, list[dict[str, float]]]:
-        base = float(self.steps[quality - 1])
+        return self.band_steps_at(float(self.steps[quality - 1]), levels)
+
+    def band_steps_at(self, base: float, levels: int) -> tuple[float, list[dict[str, float]]]:
+        """(low-pass step, per level coarsest first the detail steps) for quality step ``base``."""
         norms = self._detail_norms[LEVELS - levels :]
         return base / self._ll_norm, [{o: base / n[o] for o in wavelet.ORIENTATIONS} for n in norms]
 

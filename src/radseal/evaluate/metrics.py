@@ -114,12 +114,13 @@ def _monotone_curve(rates, quality) -> tuple[np.ndarray, np.ndarray]:
     return q, r[idx]
 
 
-def bd_rate(rate_ref, quality_ref, rate_test, quality_test) -> float:
+def bd_rate(rate_ref, quality_ref, rate_test, quality_test, quality_range=None) -> float:
     """Bjontegaard delta rate of ``test`` against ``ref`` in percent.
 
     Negative means ``test`` needs fewer bits for the same quality. Uses
     monotone piecewise-cubic (PCHIP) interpolation of log-rate over quality,
-    integrated over the quality interval both curves cover. Quality can be
+    integrated over the quality interval both curves cover, further clipped
+    to ``quality_range`` = (low, high) when given. Quality can be
     PSNR in dB or MS-SSIM (pass -10*log10(1-ms_ssim) for a dB-like scale).
     Returns NaN when the curves do not overlap or have under two points.
     """
@@ -128,6 +129,8 @@ def bd_rate(rate_ref, quality_ref, rate_test, quality_test) -> float:
     if len(q_ref) < 2 or len(q_test) < 2:
         return math.nan
     lo, hi = max(q_ref[0], q_test[0]), min(q_ref[-1], q_test[-1])
+    if quality_range is not None:
+        lo, hi = max(lo, float(quality_range[0])), min(hi, float(quality_range[1]))
     if hi <= lo:
         return math.nan
     grid = np.linspace(lo, hi, 200)
