@@ -155,6 +155,8 @@ CASES = {
     "encode/sign-with-public-key": enc(sign="W/keys/dev.pub"),
     # encode: numbers and outputs
     "encode/quality-999": enc("--quality", "999"),
+    "encode/quality-0": enc("--quality", "0"),
+    "encode/quality-47": enc("--quality", "47"),
     "encode/bpp-negative": enc("--bpp", "-1"),
     "encode/bpp-nan": enc("--bpp", "nan"),
     "encode/output-in-missing-folder": enc(out="nowhere/out.rsl"),
@@ -192,6 +194,7 @@ CASES = {
     "keygen/passphrase-file-missing": ["keygen", "receiver", "k", "--passphrase-file", "W/nope.txt"],
     # demo (fails before any work: nothing may be written)
     "demo/quality-999": ["demo", "--out", "demo", "--quality", "999"],
+    "demo/quality-47": ["demo", "--out", "demo", "--quality", "47"],
     "demo/bpp-nan": ["demo", "--out", "demo", "--bpp", "nan"],
     "demo/bpp-negative": ["demo", "--out", "demo", "--bpp", "-1"],
     "demo/out-is-a-file": ["demo", "--out", "W/not-a-folder"],
@@ -218,6 +221,7 @@ CASES = {
     "send/truncated-dicom": send(inp="W/trunc.dcm"),
     "send/recipient-is-device-key": send(rec="W/keys/dev.pub"),
     "send/quality-999": send("--quality", "999"),
+    "send/quality-47": send("--quality", "47"),
     "send/timeout-nan": send("--timeout", "nan"),
     "send/timeout-negative": send("--timeout", "-1"),
     "send/backoff-negative": send("--backoff", "-1"),

@@ -477,9 +477,11 @@ def test_bpp_continues_past_the_top_quality_into_bounded_error_and_lossless():
     assert bitstream.unpack(low)[0].model_id == lossy.model_id  # below the top: the lossy ladder as before
     more = lossy.compress(sub, bpp=8 * len(top) / n + 1.5)
     header = bitstream.unpack(more)[0]
-    assert header.model_id == MODEL_ID and header.quality > 0  # a bounded-error stream ...
+    assert header.model_id == MODEL_ID  # a native-depth stream ...
     assert len(more) * 8 / n <= 8 * len(top) / n + 1.5  # ... that fits ...
-    assert sq_err(more) < sq_err(top)  # ... and is more faithful than the top quality
+    # ... and is more faithful than the top quality, or as faithful (the top quality reaches
+    # near-lossless since the ladder goes past 16) in fewer bytes
+    assert sq_err(more) < sq_err(top) or (sq_err(more) == sq_err(top) and len(more) < len(top))
     assert np.abs(lossy.decompress(more).pixels.astype(np.int64) - sub.pixels).max() <= header.quality
     exact = lossy.compress(sub, bpp=16)
     assert bitstream.unpack(exact)[0].quality == 0

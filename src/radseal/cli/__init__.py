@@ -62,12 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def quality_help() -> str:
-    """The --quality help text, with the learned codec's range and default (no weights are loaded)."""
-    from radseal.codec.api import Codec
+    """The --quality help text, with the default codec's range and default (no weights are loaded)."""
+    from radseal.codec.api import default_codec_class
 
-    codec = Codec("help")
-    return (f"codec quality level, an integer from {codec.qualities[0]} (smallest file) to "
+    codec = default_codec_class()("help")
+    text = (f"codec quality level, an integer from {codec.qualities[0]} (smallest file) to "
             f"{codec.qualities[-1]} (most detail) (default: {codec.default_quality})")
+    if codec.qualities[-1] > 16:
+        text += ("; levels above 16 matter for images of more than 8 bits and reach near-lossless "
+                 f"(about one stored value at 16 bits by {codec.qualities[-1]})")
+    return text
 
 
 def fail(message: str, code: int = 2) -> int:

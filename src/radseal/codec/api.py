@@ -141,7 +141,7 @@ class Codec:
 
     def _beyond_top_quality(self, img: Image, best: bytes, budget: float) -> bytes:
         """The native-depth stream with the smallest max error that fits ``budget``, if it is
-        more faithful than ``best`` (the top quality's stream), else ``best``."""
+        more faithful than ``best`` (the top quality's stream), or as faithful and smaller; else ``best``."""
         from radseal.codec.native import default_native
 
         native = default_native()
@@ -161,7 +161,9 @@ class Codec:
         def sq_error(data: bytes) -> float:
             return float(np.sum((self.decompress(data).pixels.astype(np.float64) - ref) ** 2))
 
-        return found if sq_error(found) < sq_error(best) else best
+        e_found, e_best = sq_error(found), sq_error(best)
+        # more faithful, or as faithful in fewer bytes (the top quality may already be lossless)
+        return found if e_found < e_best or (e_found == e_best and len(found) < len(best)) else best
 
     def compress_qualities(self, img: Image, qualities) -> dict[int, bytes]:
         """One stream per quality, sharing the analysis transform (for sweeps)."""
@@ -246,6 +248,27 @@ class Codec:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r}, qualities={self.qualities[0]}..{self.qualities[-1]})"
+
+
+def default_codec_class() -> type["Codec"]:
+    """The class of the registry's default model, read from the registry alone (no weights
+    loaded): for what depends only on the family, such as the quality range."""
+    from radseal.codec.weights import read_registry
+
+    try:
+        reg = read_registry()
+        family = reg["models"].get(reg["default"], {}).get("family")
+    except (CodecError, AttributeError):
+        return Codec
+    if family == "seq":
+        from radseal.codec.seq import SeqCodec
+
+        return SeqCodec
+    if family == "subband":
+        from radseal.codec.subband import SubbandCodec
+
+        return SubbandCodec
+    return Codec
 
 
 def normalized(pixels: np.ndarray, low: int, high: int) -> np.ndarray:
