@@ -117,6 +117,31 @@ def test_high_qualities_use_full_precision(codec):
     assert out.bits_stored == 16 and err.max() <= 1 and err.mean() < 0.2
 
 
+def test_largest_possible_symbol_fits_the_engine(codec):
+    """Bound over every image: a coefficient is at most the L1 norm of its analysis basis function
+    times the 0..255 range; over the step at quality 46 that stays below the engine's 2^24 (so the
+    encoder's clip never acts on a real image). The 2-D basis functions are products of 1-D ones."""
+    from radseal.codec import wavelet
+    from radseal.codec.subband import LEVELS
+
+    ll_norm, norms = wavelet.synthesis_norms(LEVELS)
+    worst = 0.0
+    for n in (700, 1024, 1001):
+        lo, lows, highs = np.eye(n), [], []
+        for _ in range(LEVELS):
+            lo, hi = wavelet._analyze_rows(lo)
+            lows.append(np.abs(lo).sum(axis=0).max())
+            highs.append(np.abs(hi).sum(axis=0).max())
+        for j in range(LEVELS):  # j = 0: finest; norms are coarsest first
+            nrm = norms[LEVELS - 1 - j]
+            worst = max(worst, highs[j] * lows[j] * nrm["hl"], highs[j] ** 2 * nrm["hh"])
+        worst = max(worst, lows[-1] ** 2 * ll_norm)
+    largest = 255.0 * worst / codec.quality_step(codec.qualities[-1]) + 1
+    # about 9.4e6 against 16.8e6; the low-pass band's MED residual is bounded by the band's range,
+    # which is the same bound
+    assert largest < SYMBOL_LIMIT / 1.5, largest
+
+
 def test_extreme_16_bit_image_codes_at_the_top_quality(codec):
     """Full-range blocks, stripes and single-pixel spikes: the largest coefficients at the finest
     step fit the engine's magnitudes (low-pass band and escapes included) and decode."""

@@ -43,7 +43,7 @@ def register(sub) -> None:
     e.add_argument("--split", default="test", help="split to evaluate when the folder has splits (default test); 'all' for a flat folder")
     e.add_argument("--limit", type=int, help="evaluate only N images (classes alternated so the subset stays balanced)")
     e.add_argument("--codecs", help="comma-separated: radseal, paper and baseline names (default: all available)")
-    e.add_argument("--qualities", help="radseal codec quality levels, comma-separated (default: 5 spread over its range)")
+    e.add_argument("--qualities", help="radseal codec quality levels, comma-separated (default: 5 spread over 1..16, the 8-bit range)")
     e.add_argument("--bpp", help="bit-rate ladder for the baselines, comma-separated (default 0.05,0.133,0.267,0.533: 160:1 to 15:1 at 8 bits)")
     e.add_argument("--samples", type=int, default=2, help="images shown in the sample panels (default 2)")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (default 1000)")
