@@ -573,7 +573,7 @@ def test_help_never_says_default_twice(argv, capsys):
 
 def test_help_states_the_quality_range_and_paper_has_examples(capsys):
     encode = " ".join(_help(["encode"], capsys).split())
-    assert "from 1 (smallest file) to 16 (most detail)" in encode
+    assert "from 1 (smallest file) to 46 (most detail)" in encode
     assert "examples:" in _help(["paper"], capsys)
 
 
