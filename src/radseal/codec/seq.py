@@ -20,9 +20,10 @@ just under one stored unit of a full-range 16-bit image (255 / 65535 =
 0.0039), so the ladder reaches near-lossless at any depth. Qualities 1..16
 analyse and reconstruct in float32 exactly as before (their streams and
 decoded images are unchanged); 17 and above use float64 from the stored
-values on (at a step of 0.003 float32's 1e-5 rounding on the 0..255 scale
-would be a visible fraction of a step). Only pixels see the float; the parse
-stays integer. The largest symbol at quality 46 stays below the engine's
+values on (measured on a 512 x 512 16-bit image at quality 46, float32 moves
+coefficients by up to 9% of the step, changes 0.9% of the symbols and moves
+the synthesis by up to 0.08 stored values). Only pixels see the float; the
+parse stays integer. The largest symbol at quality 46 stays below the engine's
 2^24 (see :data:`SYMBOL_LIMIT`).
 
 Encoder-side rate-distortion choice: a coefficient quantized to +-1 is coded
