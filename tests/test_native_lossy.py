@@ -213,3 +213,17 @@ def test_cli_quality_range_help_and_a_high_quality(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and err[0].startswith("radseal: error:") and "1..46" in err[0]
     assert not (tmp_path / "q47.rsl").exists()
+
+
+def test_bd_rate_can_be_clipped_to_a_quality_range():
+    """The benchmark's 40-70 dB window: a curve that only differs above 60 dB shows no change below."""
+    from radseal.evaluate.metrics import bd_rate
+
+    db = np.arange(30.0, 81.0, 5.0)
+    ref = 2.0 ** ((db - 30) / 6.02) * 0.05
+    test = np.where(db > 60, ref * 0.8, ref)
+    whole = bd_rate(ref, db, test, db)
+    below = bd_rate(ref, db, test, db, quality_range=(40, 55))
+    above = bd_rate(ref, db, test, db, quality_range=(65, 80))
+    assert abs(below) < 0.5 and -21 < above < -19 and above < whole < below
+    assert np.isnan(bd_rate(ref, db, test, db, quality_range=(90, 95)))  # outside both curves
