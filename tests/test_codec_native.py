@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 import zlib
@@ -484,3 +485,24 @@ def test_bpp_continues_past_the_top_quality_into_bounded_error_and_lossless():
     exact = lossy.compress(sub, bpp=16)
     assert bitstream.unpack(exact)[0].quality == 0
     assert np.array_equal(lossy.decompress(exact).pixels, sub.pixels)
+
+
+# -- streams of earlier versions ----------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "native"
+FIXTURE_NAMES = sorted(json.loads((FIXTURES / "manifest.json").read_text()))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_committed_rsn1_streams_still_decode_exactly(name):
+    """Streams made by the first rsn1 coder (small synthetic images, lossless, packed, k >= 1,
+    one row) decode to exactly the values that coder decoded them to: a change of the prediction,
+    contexts or tables that is not selected by a new format field fails here."""
+    meta = json.loads((FIXTURES / "manifest.json").read_text())[name]
+    data = (FIXTURES / f"{name}.rsn1").read_bytes()
+    expected = np.load(FIXTURES / f"{name}.npy", allow_pickle=False)
+    assert bitstream.unpack(data)[0].model_id == MODEL_ID
+    out = Codec.pretrained().decompress(data)
+    assert out.pixels.dtype == expected.dtype and np.array_equal(out.pixels, expected)
+    assert out.bits_stored == meta["bits_stored"] and out.photometric == meta["photometric"]
+    assert out.signed == meta["signed"] and out.metadata["max_error"] == meta["max_error"]
