@@ -506,3 +506,113 @@ def test_committed_rsn1_streams_still_decode_exactly(name):
     assert out.pixels.dtype == expected.dtype and np.array_equal(out.pixels, expected)
     assert out.bits_stored == meta["bits_stored"] and out.photometric == meta["photometric"]
     assert out.signed == meta["signed"] and out.metadata["max_error"] == meta["max_error"]
+
+
+# -- the reversible 5/3 front end (flag bit 1) ----------------------------------------------------
+
+
+def _lattice_image(rng, h, w, bits=16):
+    """An image whose 5/3 detail coefficients all sit on |v| = 2 mod 4, as a decoded lossy JPEG 2000
+    image with two bit planes dropped does: the case the front end is for."""
+    from radseal.codec.native import wavelet53_inverse, wavelet53_shapes
+
+    (lh_, lw_), shapes = wavelet53_shapes(h, w, 1)
+    yy, xx = np.mgrid[0:lh_, 0:lw_]
+    ll = 20000 + 30 * yy + 20 * xx + rng.integers(-300, 301, (lh_, lw_))
+    bands = [np.where(rng.random(s) < 0.03, 0, rng.choice([-1, 1], s) * (4 * rng.geometric(0.02, s) - 2)) for s in shapes]
+    x = wavelet53_inverse(ll, bands, 1)
+    x = x - x.min()
+    assert x.max() < (1 << bits)
+    return Image(x.astype(np.uint16), bits)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_wavelet53_is_exactly_invertible_at_every_size(levels):
+    from radseal.codec.native import wavelet53_forward, wavelet53_inverse, wavelet53_shapes
+
+    rng = np.random.default_rng(levels)
+    for h in range(1, 10):
+        for w in range(1, 10):
+            x = rng.integers(0, 1 << 16, (h, w))
+            ll, bands = wavelet53_forward(x, levels)
+            assert (ll.shape, [b.shape for b in bands]) == wavelet53_shapes(h, w, levels)
+            assert np.array_equal(wavelet53_inverse(ll, bands, levels), x)
+
+
+def test_wavelet53_matches_jpeg2000_reversible_lifting():
+    """One level on a short signal, written out from ISO 15444-1 F.3.8 (5/3 reversible, symmetric extension)."""
+    from radseal.codec.native import _lift_forward
+
+    x = np.array([[3, 9, 4, 20, 7, 1, 8]])
+    ext = lambda i: x[0, -i] if i < 0 else (x[0, 2 * (x.size - 1) - i] if i >= x.size else x[0, i])  # noqa: E731
+    d = [ext(2 * i + 1) - (ext(2 * i) + ext(2 * i + 2)) // 2 for i in range(-1, 4)]  # d[-1] .. d[3]
+    s = [ext(2 * i) + (d[i] + d[i + 1] + 2) // 4 for i in range(4)]
+    lo, hi = _lift_forward(x)
+    assert lo.tolist() == [s] and hi.tolist() == [d[1:4]]
+
+
+def test_lattice_image_takes_the_wavelet_front_end_and_is_smaller(codec):
+    img = _lattice_image(np.random.default_rng(3), 96, 80)
+    data = check(codec, img, 0)
+    assert bitstream.unpack(data)[1][0] & 2  # the 5/3 front end was chosen
+    direct = codec._encode_values(img.pixels.copy(), int(img.pixels.max()), 0, front_end="direct")
+    assert len(bitstream.unpack(data)[1]) < 0.9 * len(direct)
+
+
+@SETTINGS
+@given(img=images())
+def test_wavelet_front_end_round_trip_is_exact_at_every_depth(codec, img):
+    px = img.pixels
+    low, high = int(px.min()), int(px.max())
+    x = np.subtract(px, low, dtype=np.uint16)
+    payload = codec._encode_values(x, high - low, 0, front_end="wavelet")
+    header = bitstream.Header(model_id=codec.model_id, height=img.height, width=img.width, bits_stored=img.bits_stored,
+                              photometric=img.photometric, signed=bool(img.signed), quality=0, low=low, high=high)
+    out = codec.decompress(bitstream.pack(header, payload))
+    assert np.array_equal(out.pixels, img.pixels)
+    assert high == low or payload[0] & 2  # constant images code no pixels at all
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_band_contexts_match_the_python_reference(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(int(v) for v in rng.integers(0, 9, 2)) for _ in range(3)]
+    bands = [(rng.choice([-1, 1], s) * (4 * rng.integers(0, 40, s) + rng.integers(0, 4, s))).astype("<i4") for s in shapes]
+    values = np.concatenate([b.ravel() for b in bands]).astype("<i4")
+    shp = np.array([v for s in shapes for v in s], "<i4").tobytes()
+    got = [np.frombuffer(t, "<i4") for t in engine().band_trace(values.tobytes(), shp)]
+    want = [np.concatenate([reference.band_contexts(b)[i].ravel() for b in bands]) for i in range(3)]
+    for g, w_ in zip(got, want):
+        assert np.array_equal(g, w_)
+    assert np.array_equal(np.frombuffer(engine().band_decode(engine().band_encode(values.tobytes(), shp), shp), "<i4"), values)
+
+
+def test_damaged_wavelet_streams_fail_cleanly(codec):
+    img = _lattice_image(np.random.default_rng(4), 40, 36)
+    data = codec.compress_native(img, 0)
+    payload = bitstream.unpack(data)[1]
+    assert payload[0] & 2
+    for cut in (1, 5, 6, 10, 18, len(payload) // 2, len(payload) - 1):
+        with pytest.raises(BitstreamError):
+            codec.decompress(_reseal(data, payload[:cut]))
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, payload + b"\0"))
+    bad = bytearray(payload)
+    bad[5] = 0  # zero levels
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, bytes(bad)))
+    with pytest.raises(BitstreamError):  # the front end on a near-lossless stream
+        header = bitstream.unpack(data)[0]
+        codec.decompress(bitstream.pack(header.__class__(**{**header.__dict__, "quality": 2}), payload))
+    rng = np.random.default_rng(12)
+    outcomes = set()
+    for _ in range(80):
+        p = bytearray(payload)
+        for i in rng.integers(5, len(p), int(rng.integers(1, 4))):
+            p[i] = int(rng.integers(0, 256))
+        try:
+            assert codec.decompress(_reseal(data, bytes(p))).shape == img.shape
+            outcomes.add("decoded")
+        except BitstreamError:
+            outcomes.add("refused")
+    assert "refused" in outcomes

@@ -21,16 +21,30 @@ pure-Python reference of the prediction and context rule is in
 Payload (inside the usual ``RSLC`` container, whose ``quality`` field holds
 k and whose ``low``/``high`` the image's range)::
 
-    1 byte   flags: bit 0 = values are coded as indices into the set of used values
+    1 byte   flags: bit 0 = values are coded as indices into the set of used values;
+             bit 1 = values are coded through the reversible 5/3 wavelet (lossless only)
     [if bit 0] 4 bytes  number of used values n; 4 bytes length L; L bytes: the gaps
                         between used values (engine integer stream)
     4 bytes  CRC-32 of the decoded stored values (uint16, little-endian, row-major)
-    ...      the pixel stream (engine)
+    [if bit 1 clear]  the pixel stream (engine)
+    [if bit 1 set]    1 byte levels J; 4 bytes low-pass offset (int32); 4 bytes low-pass
+                      maximum (0..65535); 4 bytes length L of the low-pass pixel stream;
+                      L bytes: the low-pass band (pixel coder, lossless); the detail
+                      bands (engine band coder), coarsest level first, HL LH HH each
 
 Values are coded as ``stored - low`` (range 0..high-low). Histogram packing
 (bit 0) is used for lossless streams of images that leave stored values
 unused (a LUT-mapped or rescaled detector output): prediction then runs on
 the indices, which is what makes such images cheap.
+
+The 5/3 front end (bit 1; streams without it decode exactly as before) is
+JPEG 2000's reversible integer wavelet (vertical lifting, then horizontal,
+on each level; whole-sample symmetric extension). The lossless encoder codes
+the image both ways and keeps the shorter stream. It wins where the stored
+values are a decoded lossy JPEG 2000 image: the bit planes the lossy stream
+dropped leave the detail coefficients on a lattice (all |v| = 2 mod 4 on the
+16-bit slot-scanner chest), which the band coder's low-bit contexts learn;
+a predictor in the pixel domain cannot see that lattice.
 """
 
 from __future__ import annotations
@@ -47,6 +61,9 @@ from radseal.image import Image
 
 MODEL_ID = "rsn1-nlms-ctx"
 FLAG_PACKED = 1
+FLAG_WAVELET53 = 2
+WAVELET_LEVELS = 1  # what the encoder tries; streams may say 1..MAX_WAVELET_LEVELS
+MAX_WAVELET_LEVELS = 8
 MAX_ERROR_LIMIT = 65535
 
 
@@ -63,6 +80,66 @@ def engine():
 
 def _crc(values: np.ndarray) -> bytes:
     return struct.pack("<I", zlib.crc32(np.ascontiguousarray(values, dtype="<u2")) & 0xFFFFFFFF)
+
+
+def _lift_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One level of the reversible 5/3 along the last axis: (low, high); int64, exact (>> is floor)."""
+    n = x.shape[-1]
+    if n < 2:
+        return x.copy(), x[..., :0].copy()
+    ev, od = x[..., 0::2], x[..., 1::2]
+    ne, no = ev.shape[-1], od.shape[-1]
+    evr = ev[..., 1:no + 1] if ne > no else np.concatenate([ev[..., 1:], ev[..., -1:]], axis=-1)
+    d = od - ((ev[..., :no] + evr) >> 1)
+    dl = np.concatenate([d[..., :1], d[..., :ne - 1]], axis=-1)
+    dr = d if ne == no else np.concatenate([d, d[..., -1:]], axis=-1)
+    return ev + ((dl + dr + 2) >> 2), d
+
+
+def _lift_inverse(s: np.ndarray, d: np.ndarray) -> np.ndarray:
+    ne, no = s.shape[-1], d.shape[-1]
+    if no == 0:
+        return s.copy()
+    dl = np.concatenate([d[..., :1], d[..., :ne - 1]], axis=-1)
+    dr = d if ne == no else np.concatenate([d, d[..., -1:]], axis=-1)
+    ev = s - ((dl + dr + 2) >> 2)
+    evr = ev[..., 1:no + 1] if ne > no else np.concatenate([ev[..., 1:], ev[..., -1:]], axis=-1)
+    x = np.empty(s.shape[:-1] + (ne + no,), s.dtype)
+    x[..., 0::2] = ev
+    x[..., 1::2] = d + ((ev[..., :no] + evr) >> 1)
+    return x
+
+
+def wavelet53_forward(x: np.ndarray, levels: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(low-pass band, detail bands coarsest level first, HL LH HH per level) of an integer image."""
+    ll, bands = np.asarray(x, np.int64), []
+    for _ in range(levels):
+        lo, hi = (t.T for t in _lift_forward(ll.T))  # vertical
+        ll, hl = _lift_forward(lo)
+        lh, hh = _lift_forward(hi)
+        bands = [hl, lh, hh] + bands
+    return ll, bands
+
+
+def wavelet53_shapes(h: int, w: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """Shapes of the bands wavelet53_forward makes from an h x w image (what the decoder allocates)."""
+    shapes = []
+    for _ in range(levels):
+        hl_, hh_ = (h + 1) // 2, h // 2
+        wl, wh = (w + 1) // 2, w // 2
+        shapes = [(hl_, wh), (hh_, wl), (hh_, wh)] + shapes
+        h, w = hl_, wl
+    return (h, w), shapes
+
+
+def wavelet53_inverse(ll: np.ndarray, bands: list[np.ndarray], levels: int) -> np.ndarray:
+    ll = np.asarray(ll, np.int64)
+    for j in range(levels):
+        hl, lh, hh = bands[3 * j:3 * j + 3]
+        lo = _lift_inverse(ll, hl)
+        hi = _lift_inverse(lh, hh)
+        ll = _lift_inverse(lo.T, hi.T).T
+    return ll
 
 
 def _gap_contexts(n: int) -> bytes:
@@ -119,27 +196,87 @@ class NativeCodec(Codec):
                                   photometric=img.photometric, signed=bool(img.signed), quality=k, low=low, high=high)
         return bitstream.pack(header, payload)
 
-    def _encode_values(self, x: np.ndarray, maxval: int, k: int) -> bytes:
+    def _encode_values(self, x: np.ndarray, maxval: int, k: int, front_end: str = "best") -> bytes:
+        """Payload of values 0..maxval. For k = 0 the encoder codes the values (or their indices among the
+        used values) directly and through the 5/3 front end, and keeps the shortest; front_end "direct" or
+        "wavelet" restricts the choice (tests)."""
         eng = engine()
         h, w = x.shape
-        flags, table = 0, b""
-        coded, coded_max = x, maxval
-        if k == 0 and maxval > 0:
-            used = np.flatnonzero(np.bincount(x.ravel(), minlength=maxval + 1))
-            if used.size < maxval + 1:
-                flags |= FLAG_PACKED
-                lut = np.zeros(maxval + 1, np.uint16)
-                lut[used] = np.arange(used.size, dtype=np.uint16)
-                coded, coded_max = lut[x], int(used.size - 1)
-                gaps = (np.diff(used) - 1).astype("<i4")
-                stream = eng.code_ints(gaps.tobytes(), _gap_contexts(gaps.size), _gap_contexts(gaps.size), b"")
-                table = struct.pack("<II", used.size, len(stream)) + stream
-        if coded_max == 0:
-            pixels, recon = b"", x
+        if maxval == 0:
+            return bytes([0]) + _crc(x)
+        if k > 0:
+            pixels, rec = eng.encode(np.ascontiguousarray(x).tobytes(), h, w, maxval, k, self._init, False, True)
+            return bytes([0]) + _crc(np.frombuffer(rec, dtype="<u2").reshape(h, w)) + pixels
+        # lossless: the candidate value domains, then the candidate front ends on each
+        domains = [(0, b"", x, maxval)]
+        used = np.flatnonzero(np.bincount(x.ravel(), minlength=maxval + 1))
+        if used.size < maxval + 1:
+            lut = np.zeros(maxval + 1, np.uint16)
+            lut[used] = np.arange(used.size, dtype=np.uint16)
+            gaps = (np.diff(used) - 1).astype("<i4")
+            stream = eng.code_ints(gaps.tobytes(), _gap_contexts(gaps.size), _gap_contexts(gaps.size), b"")
+            domains.append((FLAG_PACKED, struct.pack("<II", used.size, len(stream)) + stream, lut[x], int(used.size - 1)))
+        best = None
+        for flags, table, coded, coded_max in domains:
+            candidates = []
+            if front_end != "wavelet" and (flags or len(domains) == 1):  # direct coding: the packed indices if any
+                candidates.append((flags, eng.encode(np.ascontiguousarray(coded).tobytes(), h, w, coded_max, 0, self._init)))
+            if front_end != "direct" and coded_max > 0:
+                alt = self._encode_wavelet(coded, WAVELET_LEVELS)
+                if alt is not None:
+                    candidates.append((flags | FLAG_WAVELET53, alt))
+            for fl, pixels in candidates:
+                payload = bytes([fl]) + table + _crc(x) + pixels
+                if best is None or len(payload) < len(best):
+                    best = payload
+        if best is None:
+            raise CodecError("no front end can code this image")  # only a forced "wavelet" on a 16-bit overflow
+        return best
+
+    def _encode_wavelet(self, coded: np.ndarray, levels: int) -> bytes | None:
+        """The lossless stream through the 5/3 front end, or None where the low-pass band leaves 16 bits."""
+        eng = engine()
+        ll, bands = wavelet53_forward(coded, levels)
+        lo, top = int(ll.min()), int(ll.max())
+        if top - lo > 65535 or not all(np.abs(b).max(initial=0) < (1 << 26) for b in bands):
+            return None
+        if top == lo:
+            low = b""
         else:
-            pixels, rec = eng.encode(np.ascontiguousarray(coded).tobytes(), h, w, coded_max, k, self._init, False, True)
-            recon = x if k == 0 else np.frombuffer(rec, dtype="<u2").reshape(h, w)
-        return bytes([flags]) + table + _crc(recon) + pixels
+            low = eng.encode(np.ascontiguousarray(ll - lo, dtype=np.uint16).tobytes(), ll.shape[0], ll.shape[1],
+                             top - lo, 0, self._init)
+        shapes = np.array([s for b in bands for s in b.shape], "<i4")
+        values = np.concatenate([b.ravel() for b in bands]).astype("<i4") if bands else np.zeros(0, "<i4")
+        detail = eng.band_encode(values.tobytes(), shapes.tobytes()) if shapes.size else b""
+        return struct.pack("<BiII", levels, lo, top - lo, len(low)) + low + detail
+
+    def _decode_wavelet(self, data: bytes, h: int, w: int, coded_max: int) -> np.ndarray:
+        eng = engine()
+        if len(data) < 13:
+            raise BitstreamError("codec stream truncated (wavelet header)")
+        levels, lo, top, length = struct.unpack_from("<BiII", data, 0)
+        if not 1 <= levels <= MAX_WAVELET_LEVELS or top > 65535 or len(data) < 13 + length:
+            raise BitstreamError("codec stream has an invalid wavelet header")
+        (lh_, lw_), shapes = wavelet53_shapes(h, w, levels)
+        low, detail = data[13:13 + length], data[13 + length:]
+        try:
+            if top == 0:
+                if low:
+                    raise BitstreamError("codec stream has pixel data for a constant low-pass band")
+                ll = np.zeros((lh_, lw_), np.int64)
+            else:
+                ll = np.frombuffer(eng.decode(low, lh_, lw_, top, 0, self._init), "<u2").reshape(lh_, lw_).astype(np.int64)
+            flat = np.frombuffer(eng.band_decode(detail, np.array(shapes, "<i4").tobytes()), "<i4").astype(np.int64)
+        except ValueError as exc:
+            raise BitstreamError(f"codec stream damaged: {exc}") from None
+        bands, pos = [], 0
+        for bh, bw in shapes:
+            bands.append(flat[pos:pos + bh * bw].reshape(bh, bw))
+            pos += bh * bw
+        x = wavelet53_inverse(ll + lo, bands, levels)
+        if x.min(initial=0) < 0 or x.max(initial=0) > coded_max:
+            raise BitstreamError("codec stream decodes to values outside the image's range (damaged or forged)")
+        return x.astype(np.uint16)
 
     def _decode_values(self, pixels: bytes, h: int, w: int, maxval: int, k: int) -> np.ndarray:
         if maxval == 0:
@@ -161,8 +298,10 @@ class NativeCodec(Codec):
         if not payload:
             raise BitstreamError("codec stream has an empty payload")
         flags, pos = payload[0], 1
-        if flags & ~FLAG_PACKED:
+        if flags & ~(FLAG_PACKED | FLAG_WAVELET53):
             raise BitstreamError(f"codec stream has unknown flags {flags:#x}")
+        if flags & FLAG_WAVELET53 and (k != 0 or maxval == 0):
+            raise BitstreamError("codec stream uses the wavelet front end outside lossless coding")
         used = None
         if flags & FLAG_PACKED:
             if k != 0 or maxval == 0 or len(payload) < pos + 8:
@@ -184,7 +323,10 @@ class NativeCodec(Codec):
             raise BitstreamError("codec stream truncated")
         crc, pos = payload[pos:pos + 4], pos + 4
         coded_max = maxval if used is None else int(used.size - 1)
-        x = self._decode_values(payload[pos:], h, w, coded_max, k)
+        if flags & FLAG_WAVELET53:
+            x = self._decode_wavelet(payload[pos:], h, w, coded_max)
+        else:
+            x = self._decode_values(payload[pos:], h, w, coded_max, k)
         if used is not None:
             x = used[x]
         if _crc(x) != crc:
