@@ -261,14 +261,14 @@ def test_truncated_and_damaged_streams_fail_cleanly(codec):
         with pytest.raises(BitstreamError):
             codec.decompress(data[:-5] + data[-4:])  # outer CRC
         with pytest.raises(BitstreamError):
-            codec.decompress(_reseal(data, bytes([4]) + payload[1:]))  # unknown flag
+            codec.decompress(_reseal(data, bytes([8 | payload[0]]) + payload[1:]))  # unknown flag
 
 
 def test_forged_value_table_is_refused(codec):
     px = (np.arange(64, dtype=np.uint16).reshape(8, 8) % 5) * 10
     data = codec.compress_native(Image(px, 8), 0)
     payload = bytearray(bitstream.unpack(data)[1])
-    assert payload[0] == 1
+    assert payload[0] & 1
     bad = payload.copy()
     bad[1:5] = struct.pack("<I", 3)  # wrong number of used values
     with pytest.raises(BitstreamError):
@@ -616,3 +616,77 @@ def test_damaged_wavelet_streams_fail_cleanly(codec):
         except BitstreamError:
             outcomes.add("refused")
     assert "refused" in outcomes
+
+
+# -- the value grid for k >= 1 (flag bit 2) ------------------------------------------------------
+
+
+def _grid_stream(codec, img, k, front_end):
+    px = img.pixels
+    low, high = int(px.min()), int(px.max())
+    payload = codec._encode_values(np.subtract(px, low, dtype=np.uint16), high - low, k, front_end=front_end)
+    header = bitstream.Header(model_id=codec.model_id, height=img.height, width=img.width, bits_stored=img.bits_stored,
+                              photometric=img.photometric, signed=bool(img.signed), quality=k, low=low, high=high)
+    return bitstream.pack(header, payload)
+
+
+@SETTINGS
+@given(img=images(), k=st.sampled_from([1, 2, 3, 7, 40]))
+def test_value_grid_keeps_the_bound_at_every_depth(codec, img, k):
+    out = codec.decompress(_grid_stream(codec, img, k, "grid"))
+    assert int(np.abs(out.pixels.astype(np.int64) - img.pixels.astype(np.int64)).max()) <= k
+    assert out.metadata["max_error"] == k
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_value_grid_is_the_fewest_representatives_within_k(k):
+    from radseal.codec.native import _value_grid
+
+    rng = np.random.default_rng(k)
+    for used in (np.arange(50), np.unique(rng.integers(0, 4096, 300)), np.array([0, 3, 4, 9, 30, 31, 32, 33])):
+        reps, index = _value_grid(used, k)
+        assert np.all(np.abs(reps[index].astype(np.int64) - used) <= k)
+        assert np.isin(reps, used).all() and np.all(np.diff(reps.astype(np.int64)) > 0)
+        # the fewest possible, by exhaustive dynamic programming: best[i] covers used[i:] (a cover can be taken
+        # as contiguous blocks, each with its representative inside the block's reach)
+        n = used.size
+        best = [0] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            best[i] = min(1 + best[int(np.searchsorted(used, used[r] + k, side="right"))]
+                          for r in range(i, n) if used[r] - used[i] <= k)
+        assert reps.size == best[0]
+
+
+def test_sparse_histogram_near_lossless_takes_the_value_grid_and_is_smaller(codec):
+    """820-of-4096-style data: stored values on a sparse, irregular set. At k = 1 a prediction-domain step of 3
+    lands between the used values; the grid keeps what histogram packing gains."""
+    rng = np.random.default_rng(21)
+    levels = np.unique(np.round(np.cumsum(rng.uniform(3, 7, 700))).astype(np.int64))
+    levels = levels[levels < 4096]
+    yy, xx = np.mgrid[0:128, 0:128]
+    idx = np.clip((yy * 2 + xx + rng.normal(0, 6, (128, 128))).round(), 0, levels.size - 1).astype(int)
+    img = Image(levels[idx].astype(np.uint16), 12)
+    data = check(codec, img, 1)
+    payload = bitstream.unpack(data)[1]
+    assert payload[0] & 4
+    pred = _grid_stream(codec, img, 1, "prediction")
+    assert len(data) < 0.9 * len(pred)
+
+
+def test_damaged_value_grid_streams_fail_cleanly(codec):
+    rng = np.random.default_rng(22)
+    img = Image((rng.integers(0, 200, (24, 30)) * 7).astype(np.uint16), 12)
+    data = _grid_stream(codec, img, 2, "grid")
+    header, payload = bitstream.unpack(data)
+    assert payload[0] & 4
+    with pytest.raises(BitstreamError):  # a value grid on a lossless stream
+        codec.decompress(bitstream.pack(header.__class__(**{**header.__dict__, "quality": 0}), payload))
+    with pytest.raises(BitstreamError):  # together with a packed table
+        codec.decompress(_reseal(data, bytes([payload[0] | 1]) + payload[1:]))
+    bad = bytearray(payload)
+    bad[1:5] = struct.pack("<I", 10**6)  # more representatives than values
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, bytes(bad)))
+    for cut in (1, 4, 9, len(payload) // 2, len(payload) - 1):
+        with pytest.raises(BitstreamError):
+            codec.decompress(_reseal(data, payload[:cut]))

@@ -22,15 +22,29 @@ Payload (inside the usual ``RSLC`` container, whose ``quality`` field holds
 k and whose ``low``/``high`` the image's range)::
 
     1 byte   flags: bit 0 = values are coded as indices into the set of used values;
-             bit 1 = values are coded through the reversible 5/3 wavelet (lossless only)
+             bit 1 = values are coded through the reversible 5/3 wavelet (lossless coding only);
+             bit 2 = (k >= 1 only) every value was mapped to a representative within k, and the
+                     indices of the representatives are coded losslessly
     [if bit 0] 4 bytes  number of used values n; 4 bytes length L; L bytes: the gaps
                         between used values (engine integer stream)
+    [if bit 2] the same, for the representatives r_0 < r_1 < ...: the first gap is r_0,
+               then r_i - r_(i-1) - 1
     4 bytes  CRC-32 of the decoded stored values (uint16, little-endian, row-major)
     [if bit 1 clear]  the pixel stream (engine)
     [if bit 1 set]    1 byte levels J; 4 bytes low-pass offset (int32); 4 bytes low-pass
                       maximum (0..65535); 4 bytes length L of the low-pass pixel stream;
                       L bytes: the low-pass band (pixel coder, lossless); the detail
                       bands (engine band coder), coarsest level first, HL LH HH each
+
+For k >= 1 the encoder also tries a value grid (bit 2): the used values are
+covered by as few representatives as possible (each a used value; every
+used value within k of its own), each pixel is replaced by its
+representative, and the representatives' indices are coded losslessly
+(directly or through the 5/3 front end). The bound holds by construction,
+as in the prediction-domain mode; the shorter stream is kept. On an image
+whose stored values are sparse (a LUT-mapped detector output), a step of
+2k + 1 in the prediction domain lands between the used values and saves
+little, while the grid keeps the histogram packing's advantage.
 
 Values are coded as ``stored - low`` (range 0..high-low). Histogram packing
 (bit 0) is used for lossless streams of images that leave stored values
@@ -62,6 +76,7 @@ from radseal.image import Image
 MODEL_ID = "rsn1-nlms-ctx"
 FLAG_PACKED = 1
 FLAG_WAVELET53 = 2
+FLAG_VALUE_GRID = 4
 WAVELET_LEVELS = 1  # what the encoder tries; streams may say 1..MAX_WAVELET_LEVELS
 MAX_WAVELET_LEVELS = 8
 MAX_ERROR_LIMIT = 65535
@@ -142,6 +157,26 @@ def wavelet53_inverse(ll: np.ndarray, bands: list[np.ndarray], levels: int) -> n
     return ll
 
 
+def _value_grid(used: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(representatives, index of each used value's representative): the fewest used values such that every
+    used value lies within k of its representative (greedy interval cover, optimal on a line)."""
+    reps, index = [], np.zeros(used.size, np.uint16)
+    i, n = 0, used.size
+    while i < n:
+        r = int(np.searchsorted(used, used[i] + k, side="right")) - 1  # the largest used value <= used[i] + k
+        j = int(np.searchsorted(used, used[r] + k, side="right"))  # everything up to used[r] + k maps to it
+        index[i:j] = len(reps)
+        reps.append(used[r])
+        i = j
+    return np.array(reps, np.uint16), index
+
+
+def _int_table(n: int, gaps: np.ndarray) -> bytes:
+    gaps = np.asarray(gaps, "<i4")
+    stream = engine().code_ints(gaps.tobytes(), _gap_contexts(gaps.size), _gap_contexts(gaps.size), b"")
+    return struct.pack("<II", n, len(stream)) + stream
+
+
 def _gap_contexts(n: int) -> bytes:
     return bytes(4 * n)  # one context (0) for every gap and sign
 
@@ -197,25 +232,47 @@ class NativeCodec(Codec):
         return bitstream.pack(header, payload)
 
     def _encode_values(self, x: np.ndarray, maxval: int, k: int, front_end: str = "best") -> bytes:
-        """Payload of values 0..maxval. For k = 0 the encoder codes the values (or their indices among the
-        used values) directly and through the 5/3 front end, and keeps the shortest; front_end "direct" or
-        "wavelet" restricts the choice (tests)."""
+        """Payload of values 0..maxval: the shortest of the candidate codings. For k = 0: the values (or their
+        indices among the used values) directly and through the 5/3 front end; front_end "direct" or
+        "wavelet" restricts the choice (tests). For k >= 1: prediction-domain quantization, and the value
+        grid's indices coded losslessly; front_end "prediction" or "grid" forces one (tests)."""
         eng = engine()
         h, w = x.shape
         if maxval == 0:
             return bytes([0]) + _crc(x)
+        used = np.flatnonzero(np.bincount(x.ravel(), minlength=maxval + 1))
         if k > 0:
             pixels, rec = eng.encode(np.ascontiguousarray(x).tobytes(), h, w, maxval, k, self._init, False, True)
-            return bytes([0]) + _crc(np.frombuffer(rec, dtype="<u2").reshape(h, w)) + pixels
+            best = bytes([0]) + _crc(np.frombuffer(rec, dtype="<u2").reshape(h, w)) + pixels
+            if front_end == "prediction":
+                return best
+            reps, index = _value_grid(used, k)
+            if int(np.abs(reps[index].astype(np.int64) - used).max()) > k:  # the bound, by construction
+                raise CodecError("internal error: value grid exceeds the bound")
+            lut = np.zeros(maxval + 1, np.uint16)
+            lut[used] = index
+            coded, recon = lut[x], reps[lut[x]]
+            gaps = np.diff(np.concatenate([[-1], reps.astype(np.int64)])) - 1
+            table = _int_table(reps.size, gaps)
+            coded_max = int(reps.size - 1)
+            candidates = [(FLAG_VALUE_GRID, b"")]
+            if coded_max > 0:
+                candidates = [(FLAG_VALUE_GRID, eng.encode(np.ascontiguousarray(coded).tobytes(), h, w, coded_max, 0,
+                                                           self._init))]
+                alt = self._encode_wavelet(coded, WAVELET_LEVELS)
+                if alt is not None:
+                    candidates.append((FLAG_VALUE_GRID | FLAG_WAVELET53, alt))
+            for fl, pixels in candidates:
+                payload = bytes([fl]) + table + _crc(recon) + pixels
+                if len(payload) < len(best) or front_end == "grid":
+                    best = payload
+            return best
         # lossless: the candidate value domains, then the candidate front ends on each
         domains = [(0, b"", x, maxval)]
-        used = np.flatnonzero(np.bincount(x.ravel(), minlength=maxval + 1))
         if used.size < maxval + 1:
             lut = np.zeros(maxval + 1, np.uint16)
             lut[used] = np.arange(used.size, dtype=np.uint16)
-            gaps = (np.diff(used) - 1).astype("<i4")
-            stream = eng.code_ints(gaps.tobytes(), _gap_contexts(gaps.size), _gap_contexts(gaps.size), b"")
-            domains.append((FLAG_PACKED, struct.pack("<II", used.size, len(stream)) + stream, lut[x], int(used.size - 1)))
+            domains.append((FLAG_PACKED, _int_table(used.size, np.diff(used) - 1), lut[x], int(used.size - 1)))
         best = None
         for flags, table, coded, coded_max in domains:
             candidates = []
@@ -289,6 +346,25 @@ class NativeCodec(Codec):
             raise BitstreamError(f"codec stream damaged: {exc}") from None
         return np.frombuffer(out, dtype="<u2").reshape(h, w)
 
+    @staticmethod
+    def _read_table(payload: bytes, pos: int, maxval: int) -> tuple[np.ndarray, int]:
+        """A value-grid table (representatives within 0..maxval); returns (values, position after it)."""
+        if maxval == 0 or len(payload) < pos + 8:
+            raise BitstreamError("codec stream has an invalid value table")
+        n, length = struct.unpack_from("<II", payload, pos)
+        pos += 8
+        if not 1 <= n <= maxval + 1 or len(payload) < pos + length:
+            raise BitstreamError("codec stream has an invalid value table")
+        try:
+            gaps = np.frombuffer(engine().decode_ints(payload[pos:pos + length], _gap_contexts(n),
+                                                      _gap_contexts(n), b""), dtype="<i4")
+        except ValueError as exc:
+            raise BitstreamError(f"codec stream has a damaged value table: {exc}") from None
+        values = np.cumsum(gaps.astype(np.int64) + 1) - 1
+        if (gaps < 0).any() or values[-1] > maxval:
+            raise BitstreamError("codec stream has an inconsistent value table")
+        return values.astype(np.uint16), pos + length
+
     def decompress(self, data: bytes) -> Image:
         header, payload = bitstream.unpack(data)
         if header.model_id != self.model_id:
@@ -298,11 +374,16 @@ class NativeCodec(Codec):
         if not payload:
             raise BitstreamError("codec stream has an empty payload")
         flags, pos = payload[0], 1
-        if flags & ~(FLAG_PACKED | FLAG_WAVELET53):
+        if flags & ~(FLAG_PACKED | FLAG_WAVELET53 | FLAG_VALUE_GRID):
             raise BitstreamError(f"codec stream has unknown flags {flags:#x}")
-        if flags & FLAG_WAVELET53 and (k != 0 or maxval == 0):
+        grid = bool(flags & FLAG_VALUE_GRID)
+        if grid and (k == 0 or flags & FLAG_PACKED):
+            raise BitstreamError("codec stream has a value grid where none may be")
+        if flags & FLAG_WAVELET53 and ((k != 0 and not grid) or maxval == 0):
             raise BitstreamError("codec stream uses the wavelet front end outside lossless coding")
         used = None
+        if grid:
+            used, pos = self._read_table(payload, pos, maxval)
         if flags & FLAG_PACKED:
             if k != 0 or maxval == 0 or len(payload) < pos + 8:
                 raise BitstreamError("codec stream has an invalid value table")
@@ -326,7 +407,7 @@ class NativeCodec(Codec):
         if flags & FLAG_WAVELET53:
             x = self._decode_wavelet(payload[pos:], h, w, coded_max)
         else:
-            x = self._decode_values(payload[pos:], h, w, coded_max, k)
+            x = self._decode_values(payload[pos:], h, w, coded_max, 0 if grid else k)
         if used is not None:
             x = used[x]
         if _crc(x) != crc:
