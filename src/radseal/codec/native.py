@@ -22,7 +22,8 @@ Payload (inside the usual ``RSLC`` container, whose ``quality`` field holds
 k and whose ``low``/``high`` the image's range)::
 
     1 byte   flags: bit 0 = values are coded as indices into the set of used values;
-             bit 1 = values are coded through the reversible 5/3 wavelet (lossless coding only);
+             bit 1 = values are coded through the reversible 5/3 wavelet (lossless coding only;
+                     not with bit 0);
              bit 2 = (k >= 1 only) every value was mapped to a representative within k, and the
                      indices of the representatives are coded losslessly
     [if bit 0] 4 bytes  number of used values n; 4 bytes length L; L bytes: the gaps
@@ -98,7 +99,7 @@ def _crc(values: np.ndarray) -> bytes:
 
 
 def _lift_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One level of the reversible 5/3 along the last axis: (low, high); int64, exact (>> is floor)."""
+    """One level of the reversible 5/3 along the last axis: (low, high); any integer dtype, exact (>> is floor)."""
     n = x.shape[-1]
     if n < 2:
         return x.copy(), x[..., :0].copy()
@@ -126,8 +127,9 @@ def _lift_inverse(s: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 
 def wavelet53_forward(x: np.ndarray, levels: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(low-pass band, detail bands coarsest level first, HL LH HH per level) of an integer image."""
-    ll, bands = np.asarray(x, np.int64), []
+    """(low-pass band, detail bands coarsest level first, HL LH HH per level) of an integer image of values
+    below 2^16 (int32: every intermediate stays far inside its range)."""
+    ll, bands = np.asarray(x, np.int32), []
     for _ in range(levels):
         lo, hi = (t.T for t in _lift_forward(ll.T))  # vertical
         ll, hl = _lift_forward(lo)
@@ -148,7 +150,8 @@ def wavelet53_shapes(h: int, w: int, levels: int) -> tuple[tuple[int, int], list
 
 
 def wavelet53_inverse(ll: np.ndarray, bands: list[np.ndarray], levels: int) -> np.ndarray:
-    ll = np.asarray(ll, np.int64)
+    """Inverse of wavelet53_forward; int32, for bands within +-2^26 and a low-pass band within +-2^22."""
+    ll = np.asarray(ll, np.int32)
     for j in range(levels):
         hl, lh, hh = bands[3 * j:3 * j + 3]
         lo = _lift_inverse(ll, hl)
@@ -267,25 +270,22 @@ class NativeCodec(Codec):
                 if len(payload) < len(best) or front_end == "grid":
                     best = payload
             return best
-        # lossless: the candidate value domains, then the candidate front ends on each
-        domains = [(0, b"", x, maxval)]
+        # lossless: prediction on the values (on their indices among the used values when some are unused),
+        # and the 5/3 front end on the values (not on the indices: that never won on the images measured,
+        # and would cost encode time; a stream may not combine the two)
+        flags, table, coded, coded_max = 0, b"", x, maxval
         if used.size < maxval + 1:
             lut = np.zeros(maxval + 1, np.uint16)
             lut[used] = np.arange(used.size, dtype=np.uint16)
-            domains.append((FLAG_PACKED, _int_table(used.size, np.diff(used) - 1), lut[x], int(used.size - 1)))
+            flags, table, coded, coded_max = FLAG_PACKED, _int_table(used.size, np.diff(used) - 1), lut[x], int(used.size - 1)
         best = None
-        for flags, table, coded, coded_max in domains:
-            candidates = []
-            if front_end != "wavelet" and (flags or len(domains) == 1):  # direct coding: the packed indices if any
-                candidates.append((flags, eng.encode(np.ascontiguousarray(coded).tobytes(), h, w, coded_max, 0, self._init)))
-            if front_end != "direct" and coded_max > 0:
-                alt = self._encode_wavelet(coded, WAVELET_LEVELS)
-                if alt is not None:
-                    candidates.append((flags | FLAG_WAVELET53, alt))
-            for fl, pixels in candidates:
-                payload = bytes([fl]) + table + _crc(x) + pixels
-                if best is None or len(payload) < len(best):
-                    best = payload
+        if front_end != "wavelet":
+            pixels = eng.encode(np.ascontiguousarray(coded).tobytes(), h, w, coded_max, 0, self._init)
+            best = bytes([flags]) + table + _crc(x) + pixels
+        if front_end != "direct":
+            alt = self._encode_wavelet(x, WAVELET_LEVELS)
+            if alt is not None and (best is None or 1 + 4 + len(alt) < len(best)):
+                best = bytes([FLAG_WAVELET53]) + _crc(x) + alt
         if best is None:
             raise CodecError("no front end can code this image")  # only a forced "wavelet" on a 16-bit overflow
         return best
@@ -312,7 +312,7 @@ class NativeCodec(Codec):
         if len(data) < 13:
             raise BitstreamError("codec stream truncated (wavelet header)")
         levels, lo, top, length = struct.unpack_from("<BiII", data, 0)
-        if not 1 <= levels <= MAX_WAVELET_LEVELS or top > 65535 or len(data) < 13 + length:
+        if not 1 <= levels <= MAX_WAVELET_LEVELS or top > 65535 or abs(lo) > (1 << 20) or len(data) < 13 + length:
             raise BitstreamError("codec stream has an invalid wavelet header")
         (lh_, lw_), shapes = wavelet53_shapes(h, w, levels)
         low, detail = data[13:13 + length], data[13 + length:]
@@ -320,10 +320,10 @@ class NativeCodec(Codec):
             if top == 0:
                 if low:
                     raise BitstreamError("codec stream has pixel data for a constant low-pass band")
-                ll = np.zeros((lh_, lw_), np.int64)
+                ll = np.zeros((lh_, lw_), np.int32)
             else:
-                ll = np.frombuffer(eng.decode(low, lh_, lw_, top, 0, self._init), "<u2").reshape(lh_, lw_).astype(np.int64)
-            flat = np.frombuffer(eng.band_decode(detail, np.array(shapes, "<i4").tobytes()), "<i4").astype(np.int64)
+                ll = np.frombuffer(eng.decode(low, lh_, lw_, top, 0, self._init), "<u2").reshape(lh_, lw_).astype(np.int32)
+            flat = np.frombuffer(eng.band_decode(detail, np.array(shapes, "<i4").tobytes()), "<i4")
         except ValueError as exc:
             raise BitstreamError(f"codec stream damaged: {exc}") from None
         bands, pos = [], 0
@@ -379,7 +379,7 @@ class NativeCodec(Codec):
         grid = bool(flags & FLAG_VALUE_GRID)
         if grid and (k == 0 or flags & FLAG_PACKED):
             raise BitstreamError("codec stream has a value grid where none may be")
-        if flags & FLAG_WAVELET53 and ((k != 0 and not grid) or maxval == 0):
+        if flags & FLAG_WAVELET53 and ((k != 0 and not grid) or maxval == 0 or flags & FLAG_PACKED):
             raise BitstreamError("codec stream uses the wavelet front end outside lossless coding")
         used = None
         if grid:
