@@ -13,6 +13,9 @@ weights) on the window's 11 other pixels relative to N; elsewhere a blend of
 eight fixed predictors weighted by their recent local errors. Edge rule for
 the blend: W falls back to N (or to half the range at the first pixel), N to
 W, NW/NE to N, WW to W, NN to N; errors at missing positions count as 0.
+
+``band_contexts`` states the context rule of the detail-band coder behind
+the reversible 5/3 front end (``band_code`` in the engine).
 """
 
 from __future__ import annotations
