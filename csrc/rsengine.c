@@ -302,6 +302,12 @@ static inline int64_t floor_shift(int64_t v, int s) {
     return v >= 0 ? (v >> s) : -(((-v) + ((int64_t)1 << s) - 1) >> s);
 }
 
+/* The same for |v| < 2^61, without a branch (the pixel loop's NLMS update, which the compiler can then
+ * vectorize): shift v + 2^62 >= 0 as unsigned, and take 2^(62 - s) back off. */
+static inline int64_t floor_shift_small(int64_t v, int s) {
+    return (int64_t)(((uint64_t)v + ((uint64_t)1 << 62)) >> s) - ((int64_t)1 << (62 - s));
+}
+
 static inline int sgn3(int32_t v) { return v > 0 ? 2 : (v < 0 ? 0 : 1); }
 
 typedef struct {
@@ -380,7 +386,7 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             }
             int32_t P;
             if (lms_on) {
-                int64_t v = (int64_t)N * 8 + floor_shift(lsum, 16 - PB);
+                int64_t v = (int64_t)N * 8 + floor_shift_small(lsum, 16 - PB); /* |lsum| < 11 * 2^20 * 2^16 */
                 P = (int32_t)(v < 0 ? 0 : (v > maxp ? maxp : v));
             } else {
             /* blend weights from each predictor's local errors */
@@ -457,12 +463,12 @@ static int code_plane(PixState *st, RangeEnc *enc, RangeDec *dec, const uint16_t
             if (need_ep)
                 for (int i = 0; i < NPRED; i++) epr[x * NPRED + i] = (uint32_t)abs(rs - p[i]);
             if (lms_on) {
-                int64_t err8 = (int64_t)rs - ((int64_t)N * 8 + floor_shift(lsum, 16 - PB));
+                int64_t err8 = (int64_t)rs - ((int64_t)N * 8 + floor_shift_small(lsum, 16 - PB));
                 if (err8 > (1 << 20)) err8 = 1 << 20;
                 if (err8 < -(1 << 20)) err8 = -(1 << 20);
                 int64_t g = (err8 * LMS_MU * (1 << 19)) / (lnorm + 16);
                 for (int j = 0; j < NLMS; j++) {
-                    int64_t nw = st->lw[j] + floor_shift(g * ld[j], 16);
+                    int64_t nw = st->lw[j] + floor_shift_small(g * ld[j], 16); /* |g| < 2^38, |ld| < 2^16 */
                     st->lw[j] = nw > LMS_WMAX ? LMS_WMAX : (nw < -LMS_WMAX ? -LMS_WMAX : nw);
                 }
             }
