@@ -78,8 +78,8 @@ MODEL_ID = "rsn1-nlms-ctx"
 FLAG_PACKED = 1
 FLAG_WAVELET53 = 2
 FLAG_VALUE_GRID = 4
-WAVELET_LEVELS = 1  # what the encoder tries; streams may say 1..MAX_WAVELET_LEVELS
-MAX_WAVELET_LEVELS = 8
+WAVELET_LEVELS = 1  # levels of the 5/3 front end; a stream names its count, and only 1 is accepted for now
+MAX_WAVELET_LEVELS = 1  # (more levels never won: the lattice is in the first level, see docs/codec.md)
 MAX_ERROR_LIMIT = 65535
 
 
