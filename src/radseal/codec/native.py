@@ -22,8 +22,8 @@ Payload (inside the usual ``RSLC`` container, whose ``quality`` field holds
 k and whose ``low``/``high`` the image's range)::
 
     1 byte   flags: bit 0 = values are coded as indices into the set of used values;
-             bit 1 = values are coded through the reversible 5/3 wavelet (lossless coding only;
-                     not with bit 0);
+             bit 1 = values (or, with bit 2, the representatives' indices) are coded
+                     losslessly through the reversible 5/3 wavelet; never with bit 0;
              bit 2 = (k >= 1 only) every value was mapped to a representative within k, and the
                      indices of the representatives are coded losslessly
     [if bit 0] 4 bytes  number of used values n; 4 bytes length L; L bytes: the gaps
@@ -57,8 +57,8 @@ JPEG 2000's reversible integer wavelet (vertical lifting, then horizontal,
 on each level; whole-sample symmetric extension). The lossless encoder codes
 the image both ways and keeps the shorter stream. It wins where the stored
 values are a decoded lossy JPEG 2000 image: the bit planes the lossy stream
-dropped leave the detail coefficients on a lattice (all |v| = 2 mod 4 on the
-16-bit slot-scanner chest), which the band coder's low-bit contexts learn;
+dropped leave the detail coefficients on a lattice (on the 16-bit
+slot-scanner chest 99% of them have |v| = 2 mod 4, the rest are 0), which the band coder's low-bit contexts learn;
 a predictor in the pixel domain cannot see that lattice.
 """
 
