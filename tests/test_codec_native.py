@@ -190,6 +190,11 @@ def test_decoding_is_identical_across_runs_and_threads(codec):
     sub = img.with_pixels(np.ascontiguousarray(img.pixels[:256, :300]))
     streams = {k: codec.compress_native(sub, k) for k in (0, 3)}
     assert all(codec.compress_native(sub, k) == d for k, d in streams.items())  # encoding is deterministic too
+    # and the two other front ends: the 5/3 (lossless) and the value grid (k >= 1)
+    streams["5/3"] = codec.compress_native(_lattice_image(np.random.default_rng(6), 64, 72), 0)
+    streams["grid"] = _grid_stream(codec, Image((np.arange(96 * 80).reshape(96, 80) % 97 * 11).astype(np.uint16), 12),
+                                   2, "grid")
+    assert bitstream.unpack(streams["5/3"])[1][0] == 2 and bitstream.unpack(streams["grid"])[1][0] & 4
     results = {}
 
     def work(i):
