@@ -46,6 +46,15 @@ def images(native_dir: Path):
         yield name, img.with_pixels(np.ascontiguousarray(img.pixels[:, w // 2 :]))
 
 
+def mode(data: bytes) -> str:
+    """How radseal's encoder coded the image (the payload's flags byte, see radseal.codec.native)."""
+    from radseal.codec import bitstream
+
+    flags = bitstream.unpack(data)[1][0]
+    parts = [name for bit, name in ((1, "packed"), (4, "grid"), (2, "5/3")) if flags & bit]
+    return "+".join(parts) or "direct"
+
+
 def timed(fn, *args, **kw):
     t = time.perf_counter()
     out = fn(*args, **kw)
@@ -70,7 +79,7 @@ def run(native_dir: Path) -> dict:
         data, te = timed(codec.compress_native, img, 0)
         out, td = timed(decoder.decompress, data)
         assert np.array_equal(out.pixels, a), name
-        row["radseal"] = {"bytes": len(data), "encode_s": te, "decode_s": td}
+        row["radseal"] = {"bytes": len(data), "encode_s": te, "decode_s": td, "mode": mode(data)}
         jls, te = timed(imagecodecs.jpegls_encode, a)
         back, td = timed(imagecodecs.jpegls_decode, jls)
         assert np.array_equal(back, a), name
@@ -96,7 +105,7 @@ def run(native_dir: Path) -> dict:
             assert jerr <= k, (name, k, jerr)
             sz = imagecodecs.sz3_encode(a.astype(np.float32), mode="abs", abs=float(k))
             serr = float(np.abs(imagecodecs.sz3_decode(sz, shape=a.shape, dtype=np.float32).astype(np.float64) - a).max())
-            row["near"][str(k)] = {"radseal": len(data), "radseal_max_err": err, "radseal_psnr": psnr,
+            row["near"][str(k)] = {"radseal": len(data), "radseal_mode": mode(data), "radseal_max_err": err, "radseal_psnr": psnr,
                                    "jpegls": len(jls), "jpegls_max_err": jerr,
                                    "sz3": len(sz), "sz3_max_err": serr}
         rows.append(row)
@@ -144,14 +153,17 @@ def markdown(res: dict, s: dict, command: str) -> str:
            f"({s['pixels'] / 1e6:.1f} Mpixel). bpp = bytes x 8 / pixels. Every decoded image was compared with the "
            "original: lossless ones exactly, bounded ones on every pixel.", "",
            "## Lossless (bpp)", "",
-           "| image | bits | radseal | JPEG-LS | JPEG 2000 rev. | JPEG XL e7 | radseal / best of three |", "|---|---|---|---|---|---|---|"]
+           "radseal's mode: how its encoder coded the image (direct prediction; packed = indices of the used values; "
+           "5/3 = the reversible wavelet front end; grid = the value grid for k >= 1).", "",
+           "| image | bits | radseal | mode | JPEG-LS | JPEG 2000 rev. | JPEG XL e7 | radseal / best of three |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b = lambda key: 8 * r[key]["bytes"] / r["pixels"]  # noqa: E731
         best = min(r["jpegls"]["bytes"], r["jpeg2000"]["bytes"], r["jpegxl"]["bytes"])
-        out.append(f"| {r['image']} | {r['bits']} | {b('radseal'):.3f} | {b('jpegls'):.3f} | {b('jpeg2000'):.3f} | "
+        out.append(f"| {r['image']} | {r['bits']} | {b('radseal'):.3f} | {r['radseal']['mode']} | {b('jpegls'):.3f} | {b('jpeg2000'):.3f} | "
                    f"{b('jpegxl'):.3f} | {r['radseal']['bytes'] / best:.3f} |")
     L = s["lossless_bpp"]
-    out.append(f"| **all (total bytes)** | | **{L['radseal']:.3f}** | {L['jpegls']:.3f} | {L['jpeg2000']:.3f} | "
+    out.append(f"| **all (total bytes)** | | **{L['radseal']:.3f}** | | {L['jpegls']:.3f} | {L['jpeg2000']:.3f} | "
                f"{L['jpegxl']:.3f} | **{s['lossless_ratio_to_best']:.3f}** (best of three per image: "
                f"{s['lossless_best_of_three_bpp']:.3f}) |")
     out += ["", "## Guaranteed maximum error (bpp, total over the eight images)", "",
@@ -160,10 +172,11 @@ def markdown(res: dict, s: dict, command: str) -> str:
     for k, v in s["near"].items():
         out.append(f"| {k} | {v['radseal_bpp']:.3f} | {v['jpegls_bpp']:.3f} | {v['sz3_bpp']:.3f} | {v['ratio_to_jpegls']:.3f} | "
                    f"{v['ratio_to_sz3']:.3f} | {v['max_err_all']} |")
-    out += ["", "Per image, radseal / JPEG-LS NEAR=k:", "", "| image | " + " | ".join(f"k={k}" for k in MAX_ERRORS) + " |",
+    out += ["", "Per image, radseal / JPEG-LS NEAR=k (radseal's mode):", "", "| image | " + " | ".join(f"k={k}" for k in MAX_ERRORS) + " |",
             "|---|" + "---|" * len(MAX_ERRORS)]
     for r in rows:
-        out.append(f"| {r['image']} | " + " | ".join(f"{r['near'][str(k)]['radseal'] / r['near'][str(k)]['jpegls']:.3f}"
+        out.append(f"| {r['image']} | " + " | ".join(f"{r['near'][str(k)]['radseal'] / r['near'][str(k)]['jpegls']:.3f} "
+                                                   f"({r['near'][str(k)]['radseal_mode']})"
                                                    for k in MAX_ERRORS) + " |")
     out += ["", "PSNR of radseal's bounded-error images (dB, peak 2^bits - 1; the lossy codec's 8-bit internal range "
             "stops at 52-62 dB on these images):", "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 import zlib
@@ -189,6 +190,11 @@ def test_decoding_is_identical_across_runs_and_threads(codec):
     sub = img.with_pixels(np.ascontiguousarray(img.pixels[:256, :300]))
     streams = {k: codec.compress_native(sub, k) for k in (0, 3)}
     assert all(codec.compress_native(sub, k) == d for k, d in streams.items())  # encoding is deterministic too
+    # and the two other front ends: the 5/3 (lossless) and the value grid (k >= 1)
+    streams["5/3"] = codec.compress_native(_lattice_image(np.random.default_rng(6), 64, 72), 0)
+    streams["grid"] = _grid_stream(codec, Image((np.arange(96 * 80).reshape(96, 80) % 97 * 11).astype(np.uint16), 12),
+                                   2, "grid")
+    assert bitstream.unpack(streams["5/3"])[1][0] == 2 and bitstream.unpack(streams["grid"])[1][0] & 4
     results = {}
 
     def work(i):
@@ -260,14 +266,14 @@ def test_truncated_and_damaged_streams_fail_cleanly(codec):
         with pytest.raises(BitstreamError):
             codec.decompress(data[:-5] + data[-4:])  # outer CRC
         with pytest.raises(BitstreamError):
-            codec.decompress(_reseal(data, bytes([4]) + payload[1:]))  # unknown flag
+            codec.decompress(_reseal(data, bytes([8 | payload[0]]) + payload[1:]))  # unknown flag
 
 
 def test_forged_value_table_is_refused(codec):
     px = (np.arange(64, dtype=np.uint16).reshape(8, 8) % 5) * 10
     data = codec.compress_native(Image(px, 8), 0)
     payload = bytearray(bitstream.unpack(data)[1])
-    assert payload[0] == 1
+    assert payload[0] & 1
     bad = payload.copy()
     bad[1:5] = struct.pack("<I", 3)  # wrong number of used values
     with pytest.raises(BitstreamError):
@@ -486,3 +492,222 @@ def test_bpp_continues_past_the_top_quality_into_bounded_error_and_lossless():
     exact = lossy.compress(sub, bpp=16)
     assert bitstream.unpack(exact)[0].quality == 0
     assert np.array_equal(lossy.decompress(exact).pixels, sub.pixels)
+
+
+# -- streams of earlier versions ----------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "native"
+FIXTURE_NAMES = sorted(json.loads((FIXTURES / "manifest.json").read_text()))
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_committed_rsn1_streams_still_decode_exactly(name):
+    """Streams made by the first rsn1 coder (small synthetic images, lossless, packed, k >= 1,
+    one row) decode to exactly the values that coder decoded them to: a change of the prediction,
+    contexts or tables that is not selected by a new format field fails here."""
+    meta = json.loads((FIXTURES / "manifest.json").read_text())[name]
+    data = (FIXTURES / f"{name}.rsn1").read_bytes()
+    expected = np.load(FIXTURES / f"{name}.npy", allow_pickle=False)
+    assert bitstream.unpack(data)[0].model_id == MODEL_ID
+    out = Codec.pretrained().decompress(data)
+    assert out.pixels.dtype == expected.dtype and np.array_equal(out.pixels, expected)
+    assert out.bits_stored == meta["bits_stored"] and out.photometric == meta["photometric"]
+    assert out.signed == meta["signed"] and out.metadata["max_error"] == meta["max_error"]
+
+
+# -- the reversible 5/3 front end (flag bit 1) ----------------------------------------------------
+
+
+def _lattice_image(rng, h, w, bits=16):
+    """An image whose 5/3 detail coefficients all sit on |v| = 2 mod 4, as a decoded lossy JPEG 2000
+    image with two bit planes dropped does: the case the front end is for."""
+    from radseal.codec.native import wavelet53_inverse, wavelet53_shapes
+
+    (lh_, lw_), shapes = wavelet53_shapes(h, w, 1)
+    yy, xx = np.mgrid[0:lh_, 0:lw_]
+    ll = 20000 + 30 * yy + 20 * xx + rng.integers(-300, 301, (lh_, lw_))
+    bands = [np.where(rng.random(s) < 0.03, 0, rng.choice([-1, 1], s) * (4 * rng.geometric(0.02, s) - 2)) for s in shapes]
+    x = wavelet53_inverse(ll, bands, 1)
+    x = x - x.min()
+    assert x.max() < (1 << bits)
+    return Image(x.astype(np.uint16), bits)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+def test_wavelet53_is_exactly_invertible_at_every_size(levels):
+    from radseal.codec.native import wavelet53_forward, wavelet53_inverse, wavelet53_shapes
+
+    rng = np.random.default_rng(levels)
+    for h in range(1, 10):
+        for w in range(1, 10):
+            x = rng.integers(0, 1 << 16, (h, w))
+            ll, bands = wavelet53_forward(x, levels)
+            assert (ll.shape, [b.shape for b in bands]) == wavelet53_shapes(h, w, levels)
+            assert np.array_equal(wavelet53_inverse(ll, bands, levels), x)
+
+
+def test_wavelet53_matches_jpeg2000_reversible_lifting():
+    """One level on a short signal, written out from ISO 15444-1 F.3.8 (5/3 reversible, symmetric extension)."""
+    from radseal.codec.native import _lift_forward
+
+    x = np.array([[3, 9, 4, 20, 7, 1, 8]])
+    ext = lambda i: x[0, -i] if i < 0 else (x[0, 2 * (x.size - 1) - i] if i >= x.size else x[0, i])  # noqa: E731
+    d = [ext(2 * i + 1) - (ext(2 * i) + ext(2 * i + 2)) // 2 for i in range(-1, 4)]  # d[-1] .. d[3]
+    s = [ext(2 * i) + (d[i] + d[i + 1] + 2) // 4 for i in range(4)]
+    lo, hi = _lift_forward(x)
+    assert lo.tolist() == [s] and hi.tolist() == [d[1:4]]
+
+
+def test_lattice_image_takes_the_wavelet_front_end_and_is_smaller(codec):
+    img = _lattice_image(np.random.default_rng(3), 96, 80)
+    data = check(codec, img, 0)
+    assert bitstream.unpack(data)[1][0] & 2  # the 5/3 front end was chosen
+    direct = codec._encode_values(img.pixels.copy(), int(img.pixels.max()), 0, front_end="direct")
+    assert len(bitstream.unpack(data)[1]) < 0.9 * len(direct)
+
+
+@SETTINGS
+@given(img=images())
+def test_wavelet_front_end_round_trip_is_exact_at_every_depth(codec, img):
+    px = img.pixels
+    low, high = int(px.min()), int(px.max())
+    x = np.subtract(px, low, dtype=np.uint16)
+    if high != low and codec._encode_wavelet(x, 1) is None:
+        # only a low-pass band that leaves 16 bits (a range wider than 15 bits) has no 5/3 stream; the encoder
+        # then codes the image directly
+        assert high - low > 32767
+        return
+    payload = codec._encode_values(x, high - low, 0, front_end="wavelet")
+    header = bitstream.Header(model_id=codec.model_id, height=img.height, width=img.width, bits_stored=img.bits_stored,
+                              photometric=img.photometric, signed=bool(img.signed), quality=0, low=low, high=high)
+    out = codec.decompress(bitstream.pack(header, payload))
+    assert np.array_equal(out.pixels, img.pixels)
+    assert high == low or payload[0] & 2  # constant images code no pixels at all
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_band_contexts_match_the_python_reference(seed):
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(int(v) for v in rng.integers(0, 9, 2)) for _ in range(3)]
+    bands = [(rng.choice([-1, 1], s) * (4 * rng.integers(0, 40, s) + rng.integers(0, 4, s))).astype("<i4") for s in shapes]
+    values = np.concatenate([b.ravel() for b in bands]).astype("<i4")
+    shp = np.array([v for s in shapes for v in s], "<i4").tobytes()
+    got = [np.frombuffer(t, "<i4") for t in engine().band_trace(values.tobytes(), shp)]
+    want = [np.concatenate([reference.band_contexts(b)[i].ravel() for b in bands]) for i in range(3)]
+    for g, w_ in zip(got, want):
+        assert np.array_equal(g, w_)
+    assert np.array_equal(np.frombuffer(engine().band_decode(engine().band_encode(values.tobytes(), shp), shp), "<i4"), values)
+
+
+def test_damaged_wavelet_streams_fail_cleanly(codec):
+    img = _lattice_image(np.random.default_rng(4), 40, 36)
+    data = codec.compress_native(img, 0)
+    payload = bitstream.unpack(data)[1]
+    assert payload[0] & 2
+    for cut in (1, 5, 6, 10, 18, len(payload) // 2, len(payload) - 1):
+        with pytest.raises(BitstreamError):
+            codec.decompress(_reseal(data, payload[:cut]))
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, payload + b"\0"))
+    bad = bytearray(payload)
+    bad[5] = 0  # zero levels
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, bytes(bad)))
+    with pytest.raises(BitstreamError):  # the front end on a near-lossless stream
+        header = bitstream.unpack(data)[0]
+        codec.decompress(bitstream.pack(header.__class__(**{**header.__dict__, "quality": 2}), payload))
+    rng = np.random.default_rng(12)
+    outcomes = set()
+    for _ in range(80):
+        p = bytearray(payload)
+        for i in rng.integers(5, len(p), int(rng.integers(1, 4))):
+            p[i] = int(rng.integers(0, 256))
+        try:
+            assert codec.decompress(_reseal(data, bytes(p))).shape == img.shape
+            outcomes.add("decoded")
+        except BitstreamError:
+            outcomes.add("refused")
+    assert "refused" in outcomes
+
+
+# -- the value grid for k >= 1 (flag bit 2) ------------------------------------------------------
+
+
+def _grid_stream(codec, img, k, front_end):
+    px = img.pixels
+    low, high = int(px.min()), int(px.max())
+    payload = codec._encode_values(np.subtract(px, low, dtype=np.uint16), high - low, k, front_end=front_end)
+    header = bitstream.Header(model_id=codec.model_id, height=img.height, width=img.width, bits_stored=img.bits_stored,
+                              photometric=img.photometric, signed=bool(img.signed), quality=k, low=low, high=high)
+    return bitstream.pack(header, payload)
+
+
+@SETTINGS
+@given(img=images(), k=st.sampled_from([1, 2, 3, 7, 40]))
+def test_value_grid_keeps_the_bound_at_every_depth(codec, img, k):
+    out = codec.decompress(_grid_stream(codec, img, k, "grid"))
+    assert int(np.abs(out.pixels.astype(np.int64) - img.pixels.astype(np.int64)).max()) <= k
+    assert out.metadata["max_error"] == k
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_value_grid_is_the_fewest_representatives_within_k(k):
+    from radseal.codec.native import _value_grid
+
+    rng = np.random.default_rng(k)
+    for used in (np.arange(50), np.unique(rng.integers(0, 4096, 300)), np.array([0, 3, 4, 9, 30, 31, 32, 33])):
+        reps, index = _value_grid(used, k)
+        assert np.all(np.abs(reps[index].astype(np.int64) - used) <= k)
+        assert np.isin(reps, used).all() and np.all(np.diff(reps.astype(np.int64)) > 0)
+        # the fewest possible, by exhaustive dynamic programming: best[i] covers used[i:] (a cover can be taken
+        # as contiguous blocks, each with its representative inside the block's reach)
+        n = used.size
+        best = [0] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            best[i] = min(1 + best[int(np.searchsorted(used, used[r] + k, side="right"))]
+                          for r in range(i, n) if used[r] - used[i] <= k)
+        assert reps.size == best[0]
+
+
+def test_sparse_histogram_near_lossless_takes_the_value_grid_and_is_smaller(codec):
+    """820-of-4096-style data: stored values on a sparse, irregular set. At k = 1 a prediction-domain step of 3
+    lands between the used values; the grid keeps what histogram packing gains."""
+    rng = np.random.default_rng(21)
+    levels = np.unique(np.round(np.cumsum(rng.uniform(3, 7, 700))).astype(np.int64))
+    levels = levels[levels < 4096]
+    yy, xx = np.mgrid[0:128, 0:128]
+    idx = np.clip((yy * 2 + xx + rng.normal(0, 6, (128, 128))).round(), 0, levels.size - 1).astype(int)
+    img = Image(levels[idx].astype(np.uint16), 12)
+    data = check(codec, img, 1)
+    payload = bitstream.unpack(data)[1]
+    assert payload[0] & 4
+    pred = _grid_stream(codec, img, 1, "prediction")
+    assert len(data) < 0.9 * len(pred)
+
+
+def test_damaged_value_grid_streams_fail_cleanly(codec):
+    rng = np.random.default_rng(22)
+    img = Image((rng.integers(0, 200, (24, 30)) * 7).astype(np.uint16), 12)
+    data = _grid_stream(codec, img, 2, "grid")
+    header, payload = bitstream.unpack(data)
+    assert payload[0] & 4
+    with pytest.raises(BitstreamError):  # a value grid on a lossless stream
+        codec.decompress(bitstream.pack(header.__class__(**{**header.__dict__, "quality": 0}), payload))
+    with pytest.raises(BitstreamError):  # together with a packed table
+        codec.decompress(_reseal(data, bytes([payload[0] | 1]) + payload[1:]))
+    bad = bytearray(payload)
+    bad[1:5] = struct.pack("<I", 10**6)  # more representatives than values
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, bytes(bad)))
+    for cut in (1, 4, 9, len(payload) // 2, len(payload) - 1):
+        with pytest.raises(BitstreamError):
+            codec.decompress(_reseal(data, payload[:cut]))
+
+
+def test_wavelet_front_end_on_packed_indices_is_refused(codec):
+    img = _lattice_image(np.random.default_rng(5), 20, 22)
+    data = codec.compress_native(img, 0)
+    payload = bitstream.unpack(data)[1]
+    assert payload[0] == 2
+    with pytest.raises(BitstreamError):
+        codec.decompress(_reseal(data, bytes([3]) + payload[1:]))

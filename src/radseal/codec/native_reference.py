@@ -13,6 +13,9 @@ weights) on the window's 11 other pixels relative to N; elsewhere a blend of
 eight fixed predictors weighted by their recent local errors. Edge rule for
 the blend: W falls back to N (or to half the range at the first pixel), N to
 W, NW/NE to N, WW to W, NN to N; errors at missing positions count as 0.
+
+``band_contexts`` states the context rule of the detail-band coder behind
+the reversible 5/3 front end (``band_code`` in the engine).
 """
 
 from __future__ import annotations
@@ -176,3 +179,31 @@ def trace(pixels: np.ndarray, maxval: int, near: int) -> tuple[np.ndarray, np.nd
             for arr, v in zip(out, (Pc, ctx, bctx, sctx)):
                 arr[y, x] = v
     return tuple(out)
+
+
+def band_contexts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contexts of the 5/3 detail-band coder (``band_code`` in rsengine.c) for one band, raster order.
+
+    Neighbours outside the band count as 0. Magnitude context: act_bucket of
+    2|N| + 2|W| + |NW| + |NE| + |WW| + |NN|, for hi = |v| >> 2; sign context:
+    the signs of W, N, NW (27); low-bit context for lo = |v| & 3:
+    (|W| & 3) * 4 + (|N| & 3), plus 16 where hi == 0. The band's models
+    carry over from one band to the next in the stream.
+    """
+    v = np.asarray(values, np.int64)
+    h, w = v.shape
+
+    def at(y, x):
+        return int(v[y, x]) if 0 <= y < h and 0 <= x < w else 0
+
+    ctx = np.zeros((h, w), np.int32)
+    sctx = np.zeros((h, w), np.int32)
+    lctx = np.zeros((h, w), np.int32)
+    for y in range(h):
+        for x in range(w):
+            N, W, NW, NE, WW, NN = at(y - 1, x), at(y, x - 1), at(y - 1, x - 1), at(y - 1, x + 1), at(y, x - 2), at(y - 2, x)
+            act = 2 * abs(N) + 2 * abs(W) + abs(NW) + abs(NE) + abs(WW) + abs(NN)
+            ctx[y, x] = act_bucket(act)
+            sctx[y, x] = _sgn3(W) * 9 + _sgn3(N) * 3 + _sgn3(NW)
+            lctx[y, x] = (abs(W) & 3) * 4 + (abs(N) & 3) + (16 if abs(int(v[y, x])) >> 2 == 0 else 0)
+    return ctx, sctx, lctx
