@@ -33,6 +33,7 @@ dequantization and inverse transform are float and touch only pixels.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -76,17 +77,15 @@ def unflatten(flat: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarra
     return out
 
 
-def _offsets(u: np.ndarray, sym: np.ndarray, rounding: float) -> tuple[int, int]:
-    """Mean position of |c| / step inside its bin, for magnitude 1 and for >= 2, in 1/256 (0..255)."""
-    mag = np.abs(sym)
-    res = []
-    for sel in (mag == 1, mag >= 2):
-        if sel.any():
-            t = float(np.mean(u[sel] - (mag[sel] - rounding)))
-            res.append(int(np.clip(round(t * 256), 0, 255)))
-        else:
-            res.append(int(round(rounding * 256)))
-    return res[0], res[1]
+def band_steps(model: SubbandModel, quality: int, height: int, width: int) -> np.ndarray:
+    """Quantizer step of every band in coding order (float64): low-pass, then hl, lh, hh per level."""
+    nlev = (len(band_shapes(height, width)) - 1) // 3
+    ll_step, steps = model.band_steps(quality, nlev)
+    return np.array([ll_step] + [s[o] for s in steps for o in wavelet.ORIENTATIONS], dtype=np.float64)
+
+
+def _little_endian(a: np.ndarray) -> np.ndarray:
+    return a if sys.byteorder == "little" else a.astype("<i4")
 
 
 class SeqCodec(Codec):
@@ -104,44 +103,43 @@ class SeqCodec(Codec):
     def from_state(cls, state, model_id: str, info: dict | None = None) -> "SeqCodec":
         return cls(SubbandModel(state), model_id, info)
 
-    def _analyse(self, x01: np.ndarray):
-        return self.model.analyse(x01)
+    def _analyse(self, x01: np.ndarray) -> np.ndarray:
+        """rsc2's analysis (float32, pixels scaled to 0..255), in place in the engine's packed layout."""
+        x = np.multiply(x01, np.float32(PIXEL_SCALE), dtype=np.float32)
+        engine().wt_forward(x, x.shape[0], x.shape[1], LEVELS, False)
+        return x
 
-    def encode_symbols(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int) -> tuple[bytes, np.ndarray]:
-        """(payload, final symbols in coding order) for one quality."""
+    def encode_symbols(self, coeffs, height: int, width: int, quality: int) -> tuple[bytes, np.ndarray]:
+        """(payload, final symbols in coding order) for one quality; ``coeffs`` is the packed
+        array :meth:`_analyse` returns or a :class:`~radseal.codec.wavelet.Pyramid`."""
         m = self.model
-        q = m.quantize(coeffs, quality)
-        ll_step, steps = m.band_steps(quality, len(coeffs.details))
-        shapes = band_shapes(height, width)
-        sym = flatten(q)
-        # |c| / step of every coefficient (1/256), and per band the dead-zone quantizer's offsets
-        u_parts = [np.zeros(q.ll.size, dtype=np.float64)]
-        for d, s in zip(coeffs.details, steps):
-            for o in wavelet.ORIENTATIONS:
-                u_parts.append(np.abs(d[o]).ravel().astype(np.float64) / s[o])
-        u = np.concatenate(u_parts)
-        bands_u = unflatten(u, shapes)
-        keep = np.zeros(len(shapes), dtype=np.int32)
-        for b, (bu, bs) in enumerate(zip(bands_u, unflatten(sym, shapes))):
-            if b:
-                keep[b] = int(round((1.0 - m.rounding) * 256)) + _offsets(bu, bs, m.rounding)[0]
+        x = np.ascontiguousarray(wavelet.pack(coeffs) if isinstance(coeffs, wavelet.Pyramid) else coeffs)
+        if x.dtype not in (np.float32, np.float64) or x.shape != (height, width):
+            raise CodecError("wavelet coefficients do not match the image")
+        dbl = x.dtype == np.float64
+        steps = band_steps(m, quality, height, width)
+        shp = np.asarray(band_shapes(height, width), dtype=np.int32).ravel()
         eng = engine()
-        shp = np.asarray(shapes, dtype=np.int32).ravel()
-        if self.rdo and RDO_LAMBDA > 0:
-            rdo = np.minimum(np.rint(u * 256), 1 << 20).astype(np.int32)
+        use_rdo = self.rdo and RDO_LAMBDA > 0
+        # symbols and |c| / step in 1/256 (the rate-distortion input), both in coding order
+        sym = np.empty(height * width, dtype=np.int32)
+        rdo = np.empty(height * width if use_rdo else 0, dtype=np.int32)
+        eng.seq_quantize(x, height, width, LEVELS, dbl, steps, m.rounding, sym, rdo)
+        if use_rdo:
+            first = np.frombuffer(eng.seq_offsets(x, height, width, LEVELS, dbl, steps, m.rounding, sym), dtype=np.uint8)
+            keep = int(round((1.0 - m.rounding) * 256)) + first[0::2].astype(np.int32)
+            keep[0] = 0
             lam = int(round(RDO_LAMBDA * 256))
         else:
-            rdo, keep_b, lam = np.zeros(0, np.int32), np.zeros(0, np.int32), 0
+            keep, lam = np.zeros(0, np.int32), 0
         try:
-            stream, final = eng.seq_encode(sym.tobytes(), shp.tobytes(), rdo.tobytes(), (keep if rdo.size else keep_b).tobytes(), lam)
+            stream = eng.seq_encode_into(sym, shp, rdo, keep, lam)  # sym becomes the final symbols
         except ValueError as exc:
             raise CodecError(f"cannot code this image: {exc}") from None
-        final = np.frombuffer(final, dtype=np.int32)
-        offs = bytearray()
-        for b, (bu, bs) in enumerate(zip(bands_u, unflatten(final, shapes))):
-            offs += bytes(_offsets(bu, bs, m.rounding)) if b else bytes(2)
-        crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(bytes(offs))) & 0xFFFFFFFF)
-        return bytes([FORMAT]) + bytes(offs) + crc + stream, final
+        del rdo
+        offs = eng.seq_offsets(x, height, width, LEVELS, dbl, steps, m.rounding, sym)
+        crc = struct.pack("<I", zlib.crc32(_little_endian(sym), zlib.crc32(offs)) & 0xFFFFFFFF)
+        return bytes([FORMAT]) + offs + crc + stream, sym
 
     def _encode(self, coeffs, height: int, width: int, quality: int) -> bytes:
         return self.encode_symbols(coeffs, height, width, quality)[0]
@@ -167,21 +165,10 @@ class SeqCodec(Codec):
     def _decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
         sym, offs = self.read_symbols(payload, height, width)
         m = self.model
-        shapes = band_shapes(height, width)
-        bands = unflatten(sym, shapes)
-        nlev = (len(shapes) - 1) // 3
-        ll_step, steps = m.band_steps(quality, nlev)
-        rnd = np.float32(m.rounding)
-        details = []
-        for i in range(nlev):
-            out = {}
-            for oi, o in enumerate(wavelet.ORIENTATIONS):
-                b = 1 + 3 * i + oi
-                s = bands[b]
-                mag = np.abs(s)
-                theta = np.where(mag == 1, np.float32(offs[b, 0] / 256.0), np.float32(offs[b, 1] / 256.0))
-                level = (mag.astype(np.float32) - rnd + theta) * np.float32(steps[i][o])
-                out[o] = np.where(mag > 0, np.copysign(level, s), np.float32(0)).astype(np.float32)
-            details.append(out)
-        ll = (bands[0].astype(np.float64) * ll_step).astype(np.float32)
-        return wavelet.inverse(wavelet.Pyramid(ll=ll, details=details)) / PIXEL_SCALE
+        eng = engine()
+        x = np.empty((height, width), dtype=np.float32)
+        eng.seq_dequantize(sym, height, width, LEVELS, False, band_steps(m, quality, height, width), m.rounding, offs, x)
+        del sym
+        eng.wt_inverse(x, height, width, LEVELS, False)
+        x /= np.float32(PIXEL_SCALE)
+        return x
