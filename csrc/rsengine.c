@@ -1533,16 +1533,18 @@ WT_KERNELS(double, f64)
                         q = (T)nearbyint((double)(v / s));                                                  \
                         if (rdo) rdo[pos] = 0;                                                               \
                     } else {                                                                                 \
-                        T a = v < 0 ? -v : v;                                                                \
-                        q = (T)floor((double)(a / s + rnd));                                                 \
+                        T a = v < 0 ? -v : v, f = a / s + rnd;                                               \
+                        /* floor of a non-negative value below 2^30 is its truncation */                    \
+                        q = f < (T)(1 << 30) ? (T)(int32_t)f : (T)floor((double)f);                          \
                         if (v < 0) q = -q;                                                                   \
                         else if (!(v > 0)) q = 0;                                                            \
                         if (rdo) {                                                                           \
-                            double u = nearbyint((double)a / steps[b] * 256.0);                              \
-                            rdo[pos] = u < (double)(1 << 20) ? (int32_t)u : (1 << 20);                       \
+                            /* round half to even (as nearbyint) by the 2^52 shift: u >= 0 and below 2^20 */ \
+                            double u = (double)a / steps[b] * 256.0;                                         \
+                            rdo[pos] = u < (double)(1 << 20) ? (int32_t)((u + 4503599627370496.0) - 4503599627370496.0) : (1 << 20); \
                         }                                                                                    \
                     }                                                                                        \
-                    sym[pos] = q > (T)(1 << 30) ? (1 << 30) : (q < -(T)(1 << 30) ? -(1 << 30) : (int32_t)q); \
+                    sym[pos] = q != q ? 0 : (q > (T)(1 << 30) ? (1 << 30) : (q < -(T)(1 << 30) ? -(1 << 30) : (int32_t)q)); \
                 }                                                                                            \
             }                                                                                                \
         }                                                                                                    \
