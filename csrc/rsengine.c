@@ -946,11 +946,19 @@ static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y,
         uint32_t pn = 0;
         if (lev > 0) {
             int pb = b - 3;
-            for (int dy = -1; dy <= 1; dy++)
-                for (int dx = -1; dx <= 1; dx++) {
-                    int32_t py = (y >> 1) + dy, px = (x >> 1) + dx;
-                    if (py >= 0 && px >= 0) pn += (uint32_t)abs(seq_at(v + g->off[pb], g->h[pb], g->w[pb], py, px));
-                }
+            const int32_t ph = g->h[pb], pw = g->w[pb], py0 = y >> 1, px0 = x >> 1;
+            if (py0 >= 1 && px0 >= 1 && py0 + 1 < ph && px0 + 1 < pw) {
+                /* inside the parent band: the same nine values without the border rule (speed only) */
+                const int32_t *P0 = v + g->off[pb] + (size_t)(py0 - 1) * pw + (px0 - 1);
+                for (int dy = 0; dy < 3; dy++, P0 += pw)
+                    pn += (uint32_t)abs(P0[0]) + (uint32_t)abs(P0[1]) + (uint32_t)abs(P0[2]);
+            } else {
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int32_t py = py0 + dy, px = px0 + dx;
+                        if (py >= 0 && px >= 0) pn += (uint32_t)abs(seq_at(v + g->off[pb], ph, pw, py, px));
+                    }
+            }
         } else {
             pn = sib;
         }
