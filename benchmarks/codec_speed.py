@@ -15,10 +15,10 @@
   The row "python + numpy + image only" is the same child doing nothing.
 
 ``--baseline-src DIR`` also runs rsc3 from another source tree (e.g. an older
-commit, with the engine built here copied in), in the same run::
+commit with its own engine built), in the same run::
 
-    git archive b5e529f src | tar -x -C /tmp/rsbase
-    cp src/radseal/codec/_engine*.so /tmp/rsbase/src/radseal/codec/
+    git archive b5e529f | tar -x -C /tmp/rsbase
+    (cd /tmp/rsbase && python setup.py -q build_ext --inplace)
     python benchmarks/codec_speed.py --baseline-src /tmp/rsbase/src --baseline-label "b5e529f (numpy transform)"
 
 Results: docs/results/codec_speed.{json,md}.
