@@ -17,9 +17,9 @@
 ``--baseline-src DIR`` also runs rsc3 from another source tree (e.g. an older
 commit with its own engine built), in the same run::
 
-    git archive b5e529f | tar -x -C /tmp/rsbase
-    (cd /tmp/rsbase && python setup.py -q build_ext --inplace)
-    python benchmarks/codec_speed.py --baseline-src /tmp/rsbase/src --baseline-label "b5e529f (numpy transform)"
+    mkdir -p build/rsbase && git archive b5e529f | tar -x -C build/rsbase
+    (cd build/rsbase && python setup.py -q build_ext --inplace)
+    python benchmarks/codec_speed.py --baseline-src build/rsbase/src --baseline-label "b5e529f (numpy transform)"
 
 Results: docs/results/codec_speed.{json,md}.
 """
