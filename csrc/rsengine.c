@@ -1532,28 +1532,37 @@ WT_KERNELS(double, f64)
                                   int32_t *sym, int32_t *rdo) {                                              \
         size_t pos = 0;                                                                                      \
         for (int b = 0; b < nb; b++) {                                                                       \
-            const T s = (T)steps[b], rnd = (T)rounding;                                                      \
+            const T s = (T)steps[b], rnd = (T)rounding, lim = (T)(1 << 30);                                  \
+            const double sd = steps[b], ulim = (double)(1 << 20), shift = 4503599627370496.0;                \
             for (int32_t r = 0; r < bd[b].h; r++) {                                                          \
                 const T *row = x + (size_t)(bd[b].r0 + r) * W + bd[b].c0;                                    \
-                for (int32_t c = 0; c < bd[b].w; c++, pos++) {                                               \
-                    T v = row[c], q;                                                                         \
-                    if (b == 0) {                                                                            \
-                        q = (T)nearbyint((double)(v / s));                                                  \
-                        if (rdo) rdo[pos] = 0;                                                               \
-                    } else {                                                                                 \
-                        T a = v < 0 ? -v : v, f = a / s + rnd;                                               \
-                        /* floor of a non-negative value below 2^30 is its truncation */                    \
-                        q = f < (T)(1 << 30) ? (T)(int32_t)f : (T)floor((double)f);                          \
-                        if (v < 0) q = -q;                                                                   \
-                        else if (!(v > 0)) q = 0;                                                            \
-                        if (rdo) {                                                                           \
-                            /* round half to even (as nearbyint) by the 2^52 shift: u >= 0 and below 2^20 */ \
-                            double u = (double)a / steps[b] * 256.0;                                         \
-                            rdo[pos] = u < (double)(1 << 20) ? (int32_t)((u + 4503599627370496.0) - 4503599627370496.0) : (1 << 20); \
-                        }                                                                                    \
+                int32_t *sq = sym + pos, *rq = rdo ? rdo + pos : NULL;                                       \
+                const int32_t n = bd[b].w;                                                                   \
+                pos += (size_t)n;                                                                            \
+                if (b == 0) { /* low-pass: round half to even */                                             \
+                    for (int32_t c = 0; c < n; c++) {                                                        \
+                        double q = nearbyint((double)(row[c] / s));                                          \
+                        sq[c] = q != q ? 0 : (q > lim ? (1 << 30) : (q < -lim ? -(1 << 30) : (int32_t)q));   \
+                        if (rq) rq[c] = 0;                                                                   \
                     }                                                                                        \
-                    sym[pos] = q != q ? 0 : (q > (T)(1 << 30) ? (1 << 30) : (q < -(T)(1 << 30) ? -(1 << 30) : (int32_t)q)); \
+                    continue;                                                                                \
                 }                                                                                            \
+                /* sign(c) floor(|c| / step + rounding): the floor of a non-negative value is its         \
+                 * truncation; values past 2^30 (and NaN) become 2^30, which the coder refuses */           \
+                for (int32_t c = 0; c < n; c++) {                                                            \
+                    T v = row[c], a = v < 0 ? -v : v, f = a / s + rnd;                                       \
+                    f = f < lim ? f : lim;                                                                   \
+                    int32_t qi = (int32_t)f;                                                                 \
+                    sq[c] = qi * ((v > 0) - (v < 0));                                                        \
+                }                                                                                            \
+                /* |c| / step in 1/256, rounded half to even (as nearbyint) by the 2^52 shift */            \
+                if (rq)                                                                                      \
+                    for (int32_t c = 0; c < n; c++) {                                                        \
+                        T v = row[c], a = v < 0 ? -v : v;                                                    \
+                        double u = (double)a / sd * 256.0;                                                   \
+                        u = u < ulim ? u : ulim;                                                             \
+                        rq[c] = (int32_t)((u + shift) - shift);                                              \
+                    }                                                                                        \
             }                                                                                                \
         }                                                                                                    \
     }                                                                                                        \

@@ -28,6 +28,13 @@ Payload (inside the usual ``RSLC`` container)::
 
 Everything the decoder does up to the symbols is integer arithmetic; the
 dequantization and inverse transform are float and touch only pixels.
+
+The transform, quantizer and dequantizer run in the engine as well (its
+section 6: the arithmetic of :mod:`radseal.codec.wavelet` and of rsc2's
+quantizer, operation for operation, tested against them), in place on one
+array in the :func:`radseal.codec.wavelet.pack` layout, and the symbols are
+coded in place: beyond the pixels, encoding holds 12 bytes per pixel
+(coefficients, symbols, |c| / step) and decoding 8 (symbols, coefficients).
 """
 
 from __future__ import annotations
