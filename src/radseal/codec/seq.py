@@ -171,11 +171,16 @@ class SeqCodec(Codec):
 
     def _decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
         sym, offs = self.read_symbols(payload, height, width)
+        x = self.reconstruct(sym, offs, height, width, quality)
+        x /= np.float32(PIXEL_SCALE)
+        return x
+
+    def reconstruct(self, sym: np.ndarray, offs: np.ndarray, height: int, width: int, quality: int) -> np.ndarray:
+        """Dequantized, inverse-transformed pixels on the 0..255 scale (float32, a new array;
+        the inverse transform runs in place on it)."""
         m = self.model
         eng = engine()
         x = np.empty((height, width), dtype=np.float32)
         eng.seq_dequantize(sym, height, width, LEVELS, False, band_steps(m, quality, height, width), m.rounding, offs, x)
-        del sym
         eng.wt_inverse(x, height, width, LEVELS, False)
-        x /= np.float32(PIXEL_SCALE)
         return x
