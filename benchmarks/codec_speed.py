@@ -298,17 +298,25 @@ def markdown(r: dict) -> str:
         lines += ["", "## 4096 x 4096, peak resident memory (MB, whole process)", "",
                   "The radiograph reflect-padded to 4096 x 4096; 16-bit: values x 257. One encode and one decode, each in a fresh process "
                   "(rsc3 at the last quality above; the others at their matched setting for it).", "",
-                  "| bits | codec | encode MB | decode MB | encode s | decode s | rsc3 / this (encode, decode) |", "|---|---|---|---|---|---|---|"]
+                  "Bytes per pixel (8-bit): the growth of the peak from the 2048 x 2048 run of the same setting to 4096 x 4096, "
+                  "divided by the pixels added; what a larger image costs per pixel.", "",
+                  "| bits | codec | encode MB | decode MB | encode s | decode s | rsc3 / this (encode, decode) | bytes per pixel (encode, decode) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        small = r["speed_2048"][-1]
+        added = (4096 * 4096 - 2048 * 2048) / 2**20
         for m in r["memory_4096"]:
             rs = m["rsc3"]
-            lines.append(f"| {m['bits']} | python + numpy + image only | {m['idle']:.0f} | | | | |")
+            lines.append(f"| {m['bits']} | python + numpy + image only | {m['idle']:.0f} | | | | | |")
             for k in ("rsc3", "rsc3_baseline", "openjpeg", "jpegxl"):
                 if k not in m:
                     continue
                 e = m[k]
                 ratio = "" if k == "rsc3" else f"{rs['encode_peak_rss_mb'] / e['encode_peak_rss_mb']:.2f}x, {rs['decode_peak_rss_mb'] / e['decode_peak_rss_mb']:.2f}x"
+                bpp = ""
+                if m["bits"] == 8 and k in small:
+                    bpp = ", ".join(f"{(e[f'{d}_peak_rss_mb'] - small[k][f'{d}_peak_rss_mb']) / added:.1f}" for d in ("encode", "decode"))
                 lines.append(f"| {m['bits']} | {names[k]} | {e['encode_peak_rss_mb']:.0f} | {e['decode_peak_rss_mb']:.0f} | "
-                             f"{e['encode_s']:.2f} | {e['decode_s']:.2f} | {ratio} |")
+                             f"{e['encode_s']:.2f} | {e['decode_s']:.2f} | {ratio} | {bpp} |")
     return "\n".join(lines) + "\n"
 
 
