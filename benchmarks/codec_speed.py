@@ -101,25 +101,28 @@ def child(args) -> None:
     if args.child == "encode":
         px = np.load(args.pixels)
         encode(args.codec, np.ascontiguousarray(px[:256, :256]), args.bits, args.param)  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeat):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             data = encode(args.codec, px, args.bits, args.param)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
         Path(args.stream).write_bytes(data)
-        print(json.dumps({"seconds": float(np.median(times)), "times": times, "bytes": len(data), "peak_rss_mb": vm_hwm_mb()}))
+        print(json.dumps({"seconds": float(np.median(times)), "cpu_seconds": float(np.median(cpu)), "times": times,
+                          "bytes": len(data), "peak_rss_mb": vm_hwm_mb()}))
         return
     data = Path(args.stream).read_bytes()
     if args.warmup:
         decode(args.codec, Path(args.warmup).read_bytes())
-    times = []
+    times, cpu = [], []
     for _ in range(args.repeat):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = decode(args.codec, data)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     peak = vm_hwm_mb()
     np.save(args.out, out)
-    print(json.dumps({"seconds": float(np.median(times)), "times": times, "peak_rss_mb": peak}))
+    print(json.dumps({"seconds": float(np.median(times)), "cpu_seconds": float(np.median(cpu)), "times": times, "peak_rss_mb": peak}))
 
 
 def run_child(mode: str, codec: str, param, bits: int, files: dict, repeat: int, src: str | None) -> dict:
@@ -150,8 +153,20 @@ def measure(codec: str, param, px_path: str, bits: int, tmp: Path, repeat: int, 
         "codec": codec, "param": param, "bits": bits, "side": px.shape[0],
         "bpp": enc["bytes"] * 8 / px.size, "psnr": psnr(px, out, 2**bits - 1),
         "encode_s": enc["seconds"], "decode_s": dec["seconds"], "encode_times": enc["times"], "decode_times": dec["times"],
+        "encode_cpu_s": enc["cpu_seconds"], "decode_cpu_s": dec["cpu_seconds"],
         "encode_peak_rss_mb": enc["peak_rss_mb"], "decode_peak_rss_mb": dec["peak_rss_mb"],
     }
+
+
+def combine(runs: list[dict]) -> dict:
+    """One row from several rounds: the first round's stream figures, the median of the rounds' times."""
+    out = dict(runs[0])
+    for k in ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s"):
+        out[k] = float(np.median([r[k] for r in runs]))
+    out["rounds"] = [{k: r[k] for k in ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s")} for r in runs]
+    out["encode_peak_rss_mb"] = max(r["encode_peak_rss_mb"] for r in runs)
+    out["decode_peak_rss_mb"] = max(r["decode_peak_rss_mb"] for r in runs)
+    return out
 
 
 def match_psnr(codec: str, px: np.ndarray, bits: int, target: float) -> float:
@@ -198,7 +213,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="chest X-ray folder with test/ (default ../shared/data/cxr)")
     ap.add_argument("--qualities", default="7,10")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per process (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh-process rounds per codec, interleaved (median)")
     ap.add_argument("--no-jpegxl", action="store_true")
     ap.add_argument("--no-4096", action="store_true")
     ap.add_argument("--baseline-src", default=None)
@@ -225,6 +241,7 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "image": f"{name}, centre 2048 x 2048 crop (8-bit)",
         "repeat": args.repeat,
+        "rounds": args.rounds,
         "speed_2048": [],
         "memory_4096": [],
     }
@@ -233,14 +250,22 @@ def main() -> int:
         p2048 = str(tmp / "px2048.npy")
         np.save(p2048, crop)
         for q in [int(v) for v in args.qualities.split(",")]:
-            rs = measure("rsc3", q, p2048, 8, tmp, args.repeat)
-            row = {"quality": q, "rsc3": rs}
+            first = measure("rsc3", q, p2048, 8, tmp, args.repeat)
+            jobs = {"rsc3": ("rsc3", q, None)}
             if args.baseline_src:
-                row["rsc3_baseline"] = measure("rsc3", q, p2048, 8, tmp, args.repeat, src=args.baseline_src)
+                jobs["rsc3_baseline"] = ("rsc3", q, args.baseline_src)
             for c in codecs:
-                row[c] = measure(c, match_psnr(c, crop, 8, rs["psnr"]), p2048, 8, tmp, args.repeat)
-            t_rs = rs["encode_s"] + rs["decode_s"]
-            row["time_ratio_rsc3_over"] = {c: t_rs / (row[c]["encode_s"] + row[c]["decode_s"]) for c in codecs}
+                jobs[c] = (c, match_psnr(c, crop, 8, first["psnr"]), None)
+            # rounds interleave the codecs, so that each sees the machine's load of the same minutes
+            runs = {k: [first] if k == "rsc3" else [] for k in jobs}
+            for rnd in range(args.rounds):
+                for k, (c, param, src) in jobs.items():
+                    if rnd or k != "rsc3":
+                        runs[k].append(measure(c, param, p2048, 8, tmp, args.repeat, src=src))
+            row = {"quality": q, **{k: combine(v) for k, v in runs.items()}}
+            rs = row["rsc3"]
+            row["time_ratio_rsc3_over"] = {c: (rs["encode_s"] + rs["decode_s"]) / (row[c]["encode_s"] + row[c]["decode_s"]) for c in codecs}
+            row["cpu_ratio_rsc3_over"] = {c: (rs["encode_cpu_s"] + rs["decode_cpu_s"]) / (row[c]["encode_cpu_s"] + row[c]["decode_cpu_s"]) for c in codecs}
             print(json.dumps({k: (v if not isinstance(v, dict) or "codec" not in v else
                                   {kk: v[kk] for kk in ("param", "bpp", "psnr", "encode_s", "decode_s")}) for k, v in row.items()}), flush=True)
             result["speed_2048"].append(row)
@@ -277,23 +302,29 @@ def markdown(r: dict) -> str:
         f"Command: `{r['command']}`",
         "",
         f"Run {r['started']} on {r['machine']} (shared, noisy: compare rows of the same run only). "
-        f"Image: {r['image']}. Seconds: median of {r['repeat']} runs in a fresh process per codec and direction, "
-        "after a warm-up on a 256 x 256 crop; the other codecs at the setting whose PSNR is closest to rsc3's from at or above.",
+        f"Image: {r['image']}. Seconds: in each of {r.get('rounds', 1)} rounds, every codec runs in a fresh process per direction, "
+        f"{r['repeat']} times after a warm-up on a 256 x 256 crop (median); the table gives the median over the rounds, which "
+        "interleave the codecs so that they share the machine's load. Wall seconds, and CPU seconds of the process (every codec "
+        "runs one thread, so CPU time is the less load-dependent figure). The other codecs at the setting whose PSNR is "
+        "closest to rsc3's from at or above.",
         "",
         "## 2048 x 2048, encode + decode",
         "",
-        "| quality | codec | setting | bpp | PSNR dB | encode s | decode s | encode + decode s | rsc3 / this |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| quality | codec | setting | bpp | PSNR dB | encode s | decode s | encode + decode s | rsc3 / this | encode + decode CPU s | rsc3 / this (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["speed_2048"]:
         t_rs = row["rsc3"]["encode_s"] + row["rsc3"]["decode_s"]
+        c_rs = row["rsc3"].get("encode_cpu_s", 0) + row["rsc3"].get("decode_cpu_s", 0)
         for k in ("rsc3", "rsc3_baseline", "openjpeg", "jpegxl"):
             if k not in row:
                 continue
             e = row[k]
             t = e["encode_s"] + e["decode_s"]
+            c = e.get("encode_cpu_s", 0) + e.get("decode_cpu_s", 0)
             lines.append(f"| {row['quality']} | {names[k]} | {e['param']:g} | {e['bpp']:.3f} | {e['psnr']:.2f} | {e['encode_s']:.3f} | "
-                         f"{e['decode_s']:.3f} | {t:.3f} | {'' if k == 'rsc3' else f'{t_rs / t:.2f}x'} |")
+                         f"{e['decode_s']:.3f} | {t:.3f} | {'' if k == 'rsc3' else f'{t_rs / t:.2f}x'} | {c:.3f} | "
+                         f"{'' if k == 'rsc3' or not c else f'{c_rs / c:.2f}x'} |")
     if r["memory_4096"]:
         lines += ["", "## 4096 x 4096, peak resident memory (MB, whole process)", "",
                   "The radiograph reflect-padded to 4096 x 4096; 16-bit: values x 257. One encode and one decode, each in a fresh process "
