@@ -1168,11 +1168,19 @@ static inline void seq_ctx(const SeqGeom *g, const int32_t *v, int b, int32_t y,
         uint32_t pn = 0;
         if (lev > 0) {
             int pb = b - 3;
-            for (int dy = -1; dy <= 1; dy++)
-                for (int dx = -1; dx <= 1; dx++) {
-                    int32_t py = (y >> 1) + dy, px = (x >> 1) + dx;
-                    if (py >= 0 && px >= 0) pn += (uint32_t)abs(seq_at(v + g->off[pb], g->h[pb], g->w[pb], py, px));
-                }
+            const int32_t ph = g->h[pb], pw = g->w[pb], py0 = y >> 1, px0 = x >> 1;
+            if (py0 >= 1 && px0 >= 1 && py0 + 1 < ph && px0 + 1 < pw) {
+                /* inside the parent band: the same nine values without the border rule (speed only) */
+                const int32_t *P0 = v + g->off[pb] + (size_t)(py0 - 1) * pw + (px0 - 1);
+                for (int dy = 0; dy < 3; dy++, P0 += pw)
+                    pn += (uint32_t)abs(P0[0]) + (uint32_t)abs(P0[1]) + (uint32_t)abs(P0[2]);
+            } else {
+                for (int dy = -1; dy <= 1; dy++)
+                    for (int dx = -1; dx <= 1; dx++) {
+                        int32_t py = py0 + dy, px = px0 + dx;
+                        if (py >= 0 && px >= 0) pn += (uint32_t)abs(seq_at(v + g->off[pb], ph, pw, py, px));
+                    }
+            }
         } else {
             pn = sib;
         }
@@ -1570,6 +1578,449 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------------ */
+/* 6. the pixel side of rsc3: CDF 9/7 lifting, quantizer, dequantizer       */
+/*
+ * Float arithmetic on pixels and coefficients only: nothing here decides a
+ * decoded symbol (the parse path is sections 1-5). The lifting restates
+ * radseal/codec/wavelet.py operation for operation: the same constants
+ * rounded to the working precision, the same operand order, whole-sample
+ * symmetric extension at both ends for every length, and no fused
+ * multiply-add (-std=c99 turns contraction off). The tests require agreement
+ * with the numpy reference within float tolerance; on IEEE machines the two
+ * agree to the last bit.
+ *
+ * Layout ("packed"): an h x w array (row stride w) transformed in place.
+ * After a level the region it worked on holds [LL | HL ; LH | HH], low
+ * rows/columns first ((n + 1) / 2 of them), and the next level works on LL.
+ * Vertical passes run on strips of WT_STRIP columns gathered into a
+ * buffer, so that every lifting step is a loop over contiguous memory and
+ * the extra memory is one strip (h x WT_STRIP values), whatever the size.
+ */
+#define WT_STRIP 64
+#define WT_A (-1.586134342059924)
+#define WT_B (-0.052980118572961)
+#define WT_C 0.882911075530934
+#define WT_D 0.443506852043971
+#define WT_K 1.230174104914001
+#define WT_MAXLEV 32
+
+typedef struct {
+    int32_t r0, c0, h, w; /* position in the packed array and shape, in coding order */
+} WtBand;
+
+/* Region sizes per level, finest first; returns the number of levels done. */
+static int wt_levels(int32_t h, int32_t w, int levels, int32_t *rh, int32_t *rw) {
+    int n = 0;
+    while (n < levels && n < WT_MAXLEV && h >= 2 && w >= 2) {
+        rh[n] = h;
+        rw[n] = w;
+        h = (h + 1) / 2;
+        w = (w + 1) / 2;
+        n++;
+    }
+    return n;
+}
+
+/* Bands in coding order: low-pass, then per level from the coarsest hl, lh, hh. */
+static int wt_bands(int32_t h, int32_t w, int levels, WtBand *bands) {
+    int32_t rh[WT_MAXLEV], rw[WT_MAXLEV];
+    int n = wt_levels(h, w, levels, rh, rw);
+    int32_t lh = n ? (rh[n - 1] + 1) / 2 : h, lw = n ? (rw[n - 1] + 1) / 2 : w;
+    int nb = 0;
+    bands[nb++] = (WtBand){0, 0, lh, lw};
+    for (int l = n - 1; l >= 0; l--) {
+        int32_t lo_r = (rh[l] + 1) / 2, lo_c = (rw[l] + 1) / 2;
+        bands[nb++] = (WtBand){0, lo_c, lo_r, rw[l] - lo_c};        /* hl */
+        bands[nb++] = (WtBand){lo_r, 0, rh[l] - lo_r, lo_c};        /* lh */
+        bands[nb++] = (WtBand){lo_r, lo_c, rh[l] - lo_r, rw[l] - lo_c}; /* hh */
+    }
+    return nb;
+}
+
+/* One lifting kernel per working precision: e holds ne vectors of S values,
+ * o holds no (ne - 1 or ne, >= 1) vectors; vector i is sample 2i (e) or 2i + 1 (o). */
+#define WT_KERNELS(T, SUF)                                                                                   \
+    static inline void wt_fwd1_##SUF(T *restrict e, T *restrict o, int ne, int no, int S) {                 \
+        const T a = (T)WT_A, b = (T)WT_B, c = (T)WT_C, d = (T)WT_D, k = (T)WT_K;                             \
+        for (int i = 0; i < no; i++) {                                                                       \
+            T *oi = o + (size_t)i * S;                                                                       \
+            const T *e0 = e + (size_t)i * S, *e1 = e + (size_t)(i + 1 < ne ? i + 1 : ne - 1) * S;           \
+            for (int j = 0; j < S; j++) oi[j] += a * (e0[j] + e1[j]);                                        \
+        }                                                                                                    \
+        for (int i = 0; i < ne; i++) {                                                                       \
+            T *ei = e + (size_t)i * S;                                                                       \
+            const T *o0 = o + (size_t)(i > 0 ? i - 1 : 0) * S, *o1 = o + (size_t)(i < no ? i : no - 1) * S;  \
+            for (int j = 0; j < S; j++) ei[j] += b * (o0[j] + o1[j]);                                        \
+        }                                                                                                    \
+        for (int i = 0; i < no; i++) {                                                                       \
+            T *oi = o + (size_t)i * S;                                                                       \
+            const T *e0 = e + (size_t)i * S, *e1 = e + (size_t)(i + 1 < ne ? i + 1 : ne - 1) * S;           \
+            for (int j = 0; j < S; j++) oi[j] += c * (e0[j] + e1[j]);                                        \
+        }                                                                                                    \
+        for (int i = 0; i < ne; i++) {                                                                       \
+            T *ei = e + (size_t)i * S;                                                                       \
+            const T *o0 = o + (size_t)(i > 0 ? i - 1 : 0) * S, *o1 = o + (size_t)(i < no ? i : no - 1) * S;  \
+            for (int j = 0; j < S; j++) ei[j] += d * (o0[j] + o1[j]);                                        \
+        }                                                                                                    \
+        for (size_t j = 0; j < (size_t)ne * S; j++) e[j] = e[j] / k;                                         \
+        for (size_t j = 0; j < (size_t)no * S; j++) o[j] = o[j] * k;                                         \
+    }                                                                                                        \
+    static inline void wt_inv1_##SUF(T *restrict e, T *restrict o, int ne, int no, int S) {                 \
+        const T a = (T)WT_A, b = (T)WT_B, c = (T)WT_C, d = (T)WT_D, k = (T)WT_K;                             \
+        for (size_t j = 0; j < (size_t)ne * S; j++) e[j] = e[j] * k;                                         \
+        for (size_t j = 0; j < (size_t)no * S; j++) o[j] = o[j] / k;                                         \
+        for (int i = 0; i < ne; i++) {                                                                       \
+            T *ei = e + (size_t)i * S;                                                                       \
+            const T *o0 = o + (size_t)(i > 0 ? i - 1 : 0) * S, *o1 = o + (size_t)(i < no ? i : no - 1) * S;  \
+            for (int j = 0; j < S; j++) ei[j] -= d * (o0[j] + o1[j]);                                        \
+        }                                                                                                    \
+        for (int i = 0; i < no; i++) {                                                                       \
+            T *oi = o + (size_t)i * S;                                                                       \
+            const T *e0 = e + (size_t)i * S, *e1 = e + (size_t)(i + 1 < ne ? i + 1 : ne - 1) * S;           \
+            for (int j = 0; j < S; j++) oi[j] -= c * (e0[j] + e1[j]);                                        \
+        }                                                                                                    \
+        for (int i = 0; i < ne; i++) {                                                                       \
+            T *ei = e + (size_t)i * S;                                                                       \
+            const T *o0 = o + (size_t)(i > 0 ? i - 1 : 0) * S, *o1 = o + (size_t)(i < no ? i : no - 1) * S;  \
+            for (int j = 0; j < S; j++) ei[j] -= b * (o0[j] + o1[j]);                                        \
+        }                                                                                                    \
+        for (int i = 0; i < no; i++) {                                                                       \
+            T *oi = o + (size_t)i * S;                                                                       \
+            const T *e0 = e + (size_t)i * S, *e1 = e + (size_t)(i + 1 < ne ? i + 1 : ne - 1) * S;           \
+            for (int j = 0; j < S; j++) oi[j] -= a * (e0[j] + e1[j]);                                        \
+        }                                                                                                    \
+    }                                                                                                        \
+    /* One level on the region h x w (both >= 2) of an array with row stride W; tmp: max(w, h * WT_STRIP). */ \
+    static void wt_level_##SUF(T *x, int32_t h, int32_t w, int32_t W, T *tmp, int inverse) {              \
+        const int ne = (w + 1) / 2, no = w / 2, me = (h + 1) / 2, mo = h / 2;                               \
+        if (inverse) goto vertical;                                                                          \
+    horizontal:                                                                                              \
+        for (int32_t r = 0; r < h; r++) {                                                                    \
+            T *row = x + (size_t)r * W;                                                                      \
+            if (inverse) {                                                                                   \
+                memcpy(tmp, row, (size_t)w * sizeof(T));                                                     \
+                wt_inv1_##SUF(tmp, tmp + ne, ne, no, 1);                                                     \
+                for (int i = 0; i < no; i++) { row[2 * i] = tmp[i]; row[2 * i + 1] = tmp[ne + i]; }          \
+                if (ne > no) row[2 * no] = tmp[no];                                                          \
+            } else {                                                                                         \
+                for (int i = 0; i < no; i++) { tmp[i] = row[2 * i]; tmp[ne + i] = row[2 * i + 1]; }          \
+                if (ne > no) tmp[no] = row[2 * no];                                                          \
+                wt_fwd1_##SUF(tmp, tmp + ne, ne, no, 1);                                                     \
+                memcpy(row, tmp, (size_t)w * sizeof(T));                                                     \
+            }                                                                                                \
+        }                                                                                                    \
+        if (inverse) return;                                                                                 \
+    vertical:                                                                                                \
+        for (int32_t c0 = 0; c0 < w; c0 += WT_STRIP) {                                                       \
+            const int S = w - c0 < WT_STRIP ? w - c0 : WT_STRIP;                                             \
+            T *te = tmp, *to = tmp + (size_t)me * S;                                                         \
+            for (int32_t r = 0; r < h; r++) {                                                                \
+                const T *src = x + (size_t)r * W + c0;                                                       \
+                T *dst = inverse ? tmp + (size_t)r * S : ((r & 1) ? to + (size_t)(r >> 1) * S : te + (size_t)(r >> 1) * S); \
+                memcpy(dst, src, (size_t)S * sizeof(T));                                                     \
+            }                                                                                                \
+            if (inverse) wt_inv1_##SUF(te, to, me, mo, S);                                                   \
+            else wt_fwd1_##SUF(te, to, me, mo, S);                                                           \
+            for (int32_t r = 0; r < h; r++) {                                                                \
+                T *dst = x + (size_t)r * W + c0;                                                             \
+                const T *src = inverse ? ((r & 1) ? to + (size_t)(r >> 1) * S : te + (size_t)(r >> 1) * S) : tmp + (size_t)r * S; \
+                memcpy(dst, src, (size_t)S * sizeof(T));                                                     \
+            }                                                                                                \
+        }                                                                                                    \
+        if (inverse) goto horizontal;                                                                        \
+    }                                                                                                        \
+    static int wt_run_##SUF(T *x, int32_t h, int32_t w, int levels, int inverse) {                          \
+        int32_t rh[WT_MAXLEV], rw[WT_MAXLEV];                                                                \
+        int n = wt_levels(h, w, levels, rh, rw);                                                             \
+        if (!n) return 0;                                                                                    \
+        size_t need = (size_t)h * WT_STRIP > (size_t)w ? (size_t)h * WT_STRIP : (size_t)w;                   \
+        T *tmp = (T *)malloc(need * sizeof(T));                                                              \
+        if (!tmp) return -1;                                                                                 \
+        if (inverse)                                                                                         \
+            for (int l = n - 1; l >= 0; l--) wt_level_##SUF(x, rh[l], rw[l], w, tmp, 1);                    \
+        else                                                                                                 \
+            for (int l = 0; l < n; l++) wt_level_##SUF(x, rh[l], rw[l], w, tmp, 0);                         \
+        free(tmp);                                                                                           \
+        return n;                                                                                            \
+    }
+WT_KERNELS(float, f32)
+WT_KERNELS(double, f64)
+
+/* Dead-zone quantizer and the encoder's |c| / step (numpy's subband.quantize and seq.py's
+ * arithmetic: T division and addition, then sign), per band in coding order. */
+#define WT_QUANT(T, SUF)                                                                                     \
+    static void wt_quantize_##SUF(const T *x, int32_t W, const WtBand *bd, int nb, const double *steps, double rounding, \
+                                  int32_t *sym, int32_t *rdo) {                                              \
+        size_t pos = 0;                                                                                      \
+        for (int b = 0; b < nb; b++) {                                                                       \
+            const T s = (T)steps[b], rnd = (T)rounding, lim = (T)(1 << 30);                                  \
+            const double sd = steps[b], ulim = (double)(1 << 20), shift = 4503599627370496.0;                \
+            for (int32_t r = 0; r < bd[b].h; r++) {                                                          \
+                const T *row = x + (size_t)(bd[b].r0 + r) * W + bd[b].c0;                                    \
+                int32_t *sq = sym + pos, *rq = rdo ? rdo + pos : NULL;                                       \
+                const int32_t n = bd[b].w;                                                                   \
+                pos += (size_t)n;                                                                            \
+                if (b == 0) { /* low-pass: round half to even */                                             \
+                    for (int32_t c = 0; c < n; c++) {                                                        \
+                        double q = nearbyint((double)(row[c] / s));                                          \
+                        sq[c] = q != q ? 0 : (q > lim ? (1 << 30) : (q < -lim ? -(1 << 30) : (int32_t)q));   \
+                        if (rq) rq[c] = 0;                                                                   \
+                    }                                                                                        \
+                    continue;                                                                                \
+                }                                                                                            \
+                /* sign(c) floor(|c| / step + rounding): the floor of a non-negative value is its         \
+                 * truncation; values past 2^30 (and NaN) become 2^30, which the coder refuses */           \
+                for (int32_t c = 0; c < n; c++) {                                                            \
+                    T v = row[c], a = v < 0 ? -v : v, f = a / s + rnd;                                       \
+                    f = f < lim ? f : lim;                                                                   \
+                    int32_t qi = (int32_t)f;                                                                 \
+                    sq[c] = qi * ((v > 0) - (v < 0));                                                        \
+                }                                                                                            \
+                /* |c| / step in 1/256, rounded half to even (as nearbyint) by the 2^52 shift */            \
+                if (rq)                                                                                      \
+                    for (int32_t c = 0; c < n; c++) {                                                        \
+                        T v = row[c], a = v < 0 ? -v : v;                                                    \
+                        double u = (double)a / sd * 256.0;                                                   \
+                        u = u < ulim ? u : ulim;                                                             \
+                        rq[c] = (int32_t)((u + shift) - shift);                                              \
+                    }                                                                                        \
+            }                                                                                                \
+        }                                                                                                    \
+    }                                                                                                        \
+    /* Per detail band, the mean position of |c| / step inside its bin for |q| = 1 and for |q| >= 2,    \
+     * in 1/256 (0..255); a class with no member gets the dead zone's own rounding. */                       \
+    static void wt_offsets_##SUF(const T *x, int32_t W, const WtBand *bd, int nb, const double *steps, double rounding, \
+                                 const int32_t *sym, uint8_t *out) {                                         \
+        size_t pos = (size_t)bd[0].h * bd[0].w;                                                              \
+        out[0] = out[1] = 0;                                                                                 \
+        for (int b = 1; b < nb; b++) {                                                                       \
+            double sum[2] = {0, 0};                                                                          \
+            size_t cnt[2] = {0, 0};                                                                          \
+            for (int32_t r = 0; r < bd[b].h; r++) {                                                          \
+                const T *row = x + (size_t)(bd[b].r0 + r) * W + bd[b].c0;                                    \
+                for (int32_t c = 0; c < bd[b].w; c++, pos++) {                                               \
+                    int32_t q = sym[pos];                                                                    \
+                    if (!q) continue;                                                                        \
+                    double m = q < 0 ? -(double)q : (double)q;                                               \
+                    T v = row[c];                                                                            \
+                    double u = (double)(v < 0 ? -v : v) / steps[b];                                          \
+                    int k = m >= 2;                                                                          \
+                    sum[k] += u - (m - rounding);                                                            \
+                    cnt[k]++;                                                                                \
+                }                                                                                            \
+            }                                                                                                \
+            for (int k = 0; k < 2; k++) {                                                                    \
+                double t = cnt[k] ? nearbyint(sum[k] / (double)cnt[k] * 256.0) : nearbyint(rounding * 256.0); \
+                out[2 * b + k] = (uint8_t)(t < 0 ? 0 : (t > 255 ? 255 : t));                                \
+            }                                                                                                \
+        }                                                                                                    \
+    }                                                                                                        \
+    /* Reconstruction: detail ((|q| - rounding + offset) * step, signed), low-pass q * step. */              \
+    static void wt_dequantize_##SUF(const int32_t *sym, T *x, int32_t W, const WtBand *bd, int nb, const double *steps, \
+                                    double rounding, const uint8_t *offs) {                                  \
+        size_t pos = 0;                                                                                      \
+        for (int b = 0; b < nb; b++) {                                                                       \
+            const T s = (T)steps[b], rnd = (T)rounding;                                                      \
+            const T th1 = (T)(offs[2 * b] / 256.0), th2 = (T)(offs[2 * b + 1] / 256.0);                      \
+            for (int32_t r = 0; r < bd[b].h; r++) {                                                          \
+                T *row = x + (size_t)(bd[b].r0 + r) * W + bd[b].c0;                                          \
+                for (int32_t c = 0; c < bd[b].w; c++, pos++) {                                               \
+                    int32_t q = sym[pos];                                                                    \
+                    if (b == 0) { row[c] = (T)((double)q * steps[0]); continue; }                            \
+                    if (!q) { row[c] = 0; continue; }                                                        \
+                    int64_t m = q < 0 ? -(int64_t)q : q;                                                     \
+                    T level = ((T)m - rnd + (m == 1 ? th1 : th2)) * s;                                       \
+                    row[c] = q < 0 ? -level : level;                                                         \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+WT_QUANT(float, f32)
+WT_QUANT(double, f64)
+
+/* Shared argument checks: a writable or readable buffer of h * w values of the given precision. */
+static int wt_check(Py_buffer *b, int32_t h, int32_t w, int dbl) {
+    if (h < 1 || w < 1 || h > 65536 || w > 65536 || (size_t)h * w > (size_t)MAX_PIXELS) {
+        PyErr_SetString(PyExc_ValueError, "image size out of range");
+        return -1;
+    }
+    if (b->len != (Py_ssize_t)((size_t)h * w * (dbl ? 8 : 4))) {
+        PyErr_SetString(PyExc_ValueError, "buffer does not hold h * w values of the given precision");
+        return -1;
+    }
+    return 0;
+}
+
+/* wt_forward(buf (writable, float32 or float64), h, w, levels, is_double) -> levels done; in place. */
+static PyObject *py_wt_run(PyObject *args, int inverse) {
+    Py_buffer xb;
+    int h, w, levels, dbl;
+    if (!PyArg_ParseTuple(args, "w*iiip", &xb, &h, &w, &levels, &dbl)) return NULL;
+    PyObject *result = NULL;
+    if (wt_check(&xb, h, w, dbl) < 0) goto done;
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = dbl ? wt_run_f64((double *)xb.buf, h, w, levels, inverse) : wt_run_f32((float *)xb.buf, h, w, levels, inverse);
+    Py_END_ALLOW_THREADS
+    if (n < 0) PyErr_NoMemory();
+    else result = PyLong_FromLong(n);
+done:
+    PyBuffer_Release(&xb);
+    return result;
+}
+static PyObject *py_wt_forward(PyObject *self, PyObject *args) { return py_wt_run(args, 0); }
+static PyObject *py_wt_inverse(PyObject *self, PyObject *args) { return py_wt_run(args, 1); }
+
+/* Band table of a packed array, checked against per-band steps (float64, coding order). */
+static int wt_setup(Py_buffer *xb, int h, int w, int levels, int dbl, Py_buffer *stb, WtBand *bd) {
+    if (wt_check(xb, h, w, dbl) < 0) return -1;
+    int nb = wt_bands(h, w, levels, bd);
+    if (stb->len != (Py_ssize_t)nb * 8) {
+        PyErr_SetString(PyExc_ValueError, "one float64 step per band is needed");
+        return -1;
+    }
+    for (int b = 0; b < nb; b++) {
+        double s = ((const double *)stb->buf)[b];
+        if (!(s > 0) || !isfinite(s)) {
+            PyErr_SetString(PyExc_ValueError, "quantizer steps must be positive");
+            return -1;
+        }
+    }
+    return nb;
+}
+
+/* seq_quantize(coeffs, h, w, levels, is_double, steps, rounding, sym out int32, rdo out int32 (or empty)) */
+static PyObject *py_seq_quantize(PyObject *self, PyObject *args) {
+    Py_buffer xb, stb, sb, rb;
+    int h, w, levels, dbl;
+    double rounding;
+    if (!PyArg_ParseTuple(args, "y*iiipy*dw*w*", &xb, &h, &w, &levels, &dbl, &stb, &rounding, &sb, &rb)) return NULL;
+    PyObject *result = NULL;
+    WtBand bd[3 * WT_MAXLEV + 1];
+    int nb = wt_setup(&xb, h, w, levels, dbl, &stb, bd);
+    if (nb < 0) goto done;
+    if (sb.len != (Py_ssize_t)((size_t)h * w * 4) || (rb.len && rb.len != sb.len)) {
+        PyErr_SetString(PyExc_ValueError, "symbol buffers must hold h * w int32");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (dbl) wt_quantize_f64((const double *)xb.buf, w, bd, nb, (const double *)stb.buf, rounding, (int32_t *)sb.buf, rb.len ? (int32_t *)rb.buf : NULL);
+    else wt_quantize_f32((const float *)xb.buf, w, bd, nb, (const double *)stb.buf, rounding, (int32_t *)sb.buf, rb.len ? (int32_t *)rb.buf : NULL);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&xb);
+    PyBuffer_Release(&stb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&rb);
+    return result;
+}
+
+/* seq_offsets(coeffs, h, w, levels, is_double, steps, rounding, sym int32) -> bytes (2 per band) */
+static PyObject *py_seq_offsets(PyObject *self, PyObject *args) {
+    Py_buffer xb, stb, sb;
+    int h, w, levels, dbl;
+    double rounding;
+    if (!PyArg_ParseTuple(args, "y*iiipy*dy*", &xb, &h, &w, &levels, &dbl, &stb, &rounding, &sb)) return NULL;
+    PyObject *result = NULL;
+    WtBand bd[3 * WT_MAXLEV + 1];
+    uint8_t out[2 * (3 * WT_MAXLEV + 1)];
+    int nb = wt_setup(&xb, h, w, levels, dbl, &stb, bd);
+    if (nb < 0) goto done;
+    if (sb.len != (Py_ssize_t)((size_t)h * w * 4)) {
+        PyErr_SetString(PyExc_ValueError, "symbol buffer must hold h * w int32");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (dbl) wt_offsets_f64((const double *)xb.buf, w, bd, nb, (const double *)stb.buf, rounding, (const int32_t *)sb.buf, out);
+    else wt_offsets_f32((const float *)xb.buf, w, bd, nb, (const double *)stb.buf, rounding, (const int32_t *)sb.buf, out);
+    Py_END_ALLOW_THREADS
+    result = PyBytes_FromStringAndSize((const char *)out, 2 * nb);
+done:
+    PyBuffer_Release(&xb);
+    PyBuffer_Release(&stb);
+    PyBuffer_Release(&sb);
+    return result;
+}
+
+/* seq_dequantize(sym int32, h, w, levels, is_double, steps, rounding, offsets (2 per band), out (writable)) */
+static PyObject *py_seq_dequantize(PyObject *self, PyObject *args) {
+    Py_buffer xb, stb, sb, ob;
+    int h, w, levels, dbl;
+    double rounding;
+    if (!PyArg_ParseTuple(args, "y*iiipy*dy*w*", &sb, &h, &w, &levels, &dbl, &stb, &rounding, &ob, &xb)) return NULL;
+    PyObject *result = NULL;
+    WtBand bd[3 * WT_MAXLEV + 1];
+    int nb = wt_setup(&xb, h, w, levels, dbl, &stb, bd);
+    if (nb < 0) goto done;
+    if (sb.len != (Py_ssize_t)((size_t)h * w * 4) || ob.len != 2 * nb) {
+        PyErr_SetString(PyExc_ValueError, "symbols or offsets do not match the band layout");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (dbl) wt_dequantize_f64((const int32_t *)sb.buf, (double *)xb.buf, w, bd, nb, (const double *)stb.buf, rounding, (const uint8_t *)ob.buf);
+    else wt_dequantize_f32((const int32_t *)sb.buf, (float *)xb.buf, w, bd, nb, (const double *)stb.buf, rounding, (const uint8_t *)ob.buf);
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&xb);
+    PyBuffer_Release(&stb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&ob);
+    return result;
+}
+
+/* seq_encode_into(symbols int32 (writable: receives the final symbols), shapes, rdo, keep, lam) -> bytes.
+ * seq_encode without its two copies of the symbols (the memory bound of large images). */
+static PyObject *py_seq_encode_into(PyObject *self, PyObject *args) {
+    Py_buffer vb, sb, rb, kb;
+    int lam = 0;
+    if (!PyArg_ParseTuple(args, "w*y*y*y*i", &vb, &sb, &rb, &kb, &lam)) return NULL;
+    PyObject *result = NULL;
+    IntModel *models = NULL;
+    RangeEnc enc;
+    enc_init(&enc);
+    SeqGeom g;
+    if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
+    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4) ||
+        (rb.len && !kb.len)) {
+        PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
+        goto done;
+    }
+    models = seq_models();
+    if (!models) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    seq_cost_init();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, (int32_t *)vb.buf, rb.len ? (const int32_t *)rb.buf : NULL,
+                  (const int32_t *)kb.buf, lam, NULL);
+    if (rc == 0) enc_flush(&enc);
+    Py_END_ALLOW_THREADS
+    if (rc == -2) {
+        PyErr_SetString(PyExc_ValueError, "a coefficient is too large to code");
+        goto done;
+    }
+    if (rc < 0 || enc.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)enc.buf, (Py_ssize_t)enc.len);
+done:
+    free(models);
+    free(enc.buf);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&sb);
+    PyBuffer_Release(&rb);
+    PyBuffer_Release(&kb);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS, "encode(pixels_u16, h, w, maxval, near, init[, want_state[, want_recon]]) -> bytes, (bytes, probs, counts) or (bytes, recon)"},
     {"decode", py_decode, METH_VARARGS, "decode(payload, h, w, maxval, near, init) -> bytes (uint16)"},
@@ -1582,6 +2033,12 @@ static PyMethodDef methods[] = {
     {"seq_encode", py_seq_encode, METH_VARARGS, "seq_encode(symbols, shapes, rdo, keep, lam) -> (bytes, symbols)"},
     {"seq_decode", py_seq_decode, METH_VARARGS, "seq_decode(payload, shapes) -> bytes (int32 symbols)"},
     {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes) -> bytes (int32 ctx, sctx pairs)"},
+    {"wt_forward", py_wt_forward, METH_VARARGS, "wt_forward(buf, h, w, levels, is_double) -> levels; CDF 9/7 in place"},
+    {"wt_inverse", py_wt_inverse, METH_VARARGS, "wt_inverse(buf, h, w, levels, is_double) -> levels; CDF 9/7 in place"},
+    {"seq_quantize", py_seq_quantize, METH_VARARGS, "seq_quantize(coeffs, h, w, levels, is_double, steps, rounding, sym_out, rdo_out)"},
+    {"seq_offsets", py_seq_offsets, METH_VARARGS, "seq_offsets(coeffs, h, w, levels, is_double, steps, rounding, sym) -> bytes"},
+    {"seq_dequantize", py_seq_dequantize, METH_VARARGS, "seq_dequantize(sym, h, w, levels, is_double, steps, rounding, offsets, out)"},
+    {"seq_encode_into", py_seq_encode_into, METH_VARARGS, "seq_encode_into(symbols (writable), shapes, rdo, keep, lam) -> bytes"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_engine", "radseal's integer context-coding engine", -1,

@@ -216,12 +216,9 @@ class Codec:
         if header.quality not in self.qualities:
             raise BitstreamError(f"stream declares quality {header.quality}, outside {self.qualities[0]}..{self.qualities[-1]}")
         x = self._decode(payload, header.height, header.width, header.quality)
-        span = float(max(header.high - header.low, 1))
-        values = np.rint(x.astype(np.float64) * span + header.low)
-        values = np.clip(values, header.low, header.high)
         dtype = np.uint8 if header.bits_stored <= 8 else np.uint16
         return Image(
-            pixels=values.astype(dtype),
+            pixels=stored(x, header.low, header.high, dtype),
             bits_stored=header.bits_stored,
             photometric=header.photometric,
             signed=header.signed,
@@ -274,3 +271,20 @@ def default_codec_class() -> type["Codec"]:
 def normalized(pixels: np.ndarray, low: int, high: int) -> np.ndarray:
     """Stored values mapped to 0..1 by the image's own range (what every codec family codes)."""
     return (pixels.astype(np.float32) - low) / float(max(high - low, 1))
+
+
+def stored(x: np.ndarray, low: int, high: int, dtype) -> np.ndarray:
+    """Decoded 0..1 values back to stored values (rounded, clipped to [low, high]), in float64
+    a block at a time so that the temporaries stay small whatever the image size."""
+    x = np.asarray(x)
+    span = float(max(high - low, 1))
+    out = np.empty(x.shape, dtype=dtype)
+    src, dst = x.reshape(-1), out.reshape(-1)
+    for i in range(0, src.size, 1 << 18):
+        v = src[i : i + (1 << 18)].astype(np.float64)
+        v *= span
+        v += low
+        np.rint(v, out=v)
+        np.clip(v, low, high, out=v)
+        dst[i : i + (1 << 18)] = v
+    return out

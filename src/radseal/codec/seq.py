@@ -41,11 +41,19 @@ Payload (inside the usual ``RSLC`` container)::
 
 Everything the decoder does up to the symbols is integer arithmetic; the
 dequantization and inverse transform are float and touch only pixels.
+
+The transform, quantizer and dequantizer run in the engine as well (its
+section 6: the arithmetic of :mod:`radseal.codec.wavelet` and of rsc2's
+quantizer, operation for operation, tested against them), in place on one
+array in the :func:`radseal.codec.wavelet.pack` layout, and the symbols are
+coded in place: beyond the pixels, encoding holds 12 bytes per pixel
+(coefficients, symbols, |c| / step) and decoding 8 (symbols, coefficients).
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -53,14 +61,14 @@ import numpy as np
 from radseal.codec import wavelet
 from radseal.codec.api import Codec, normalized
 from radseal.codec.errors import BitstreamError, CodecError
-from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel, quantize
+from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel
 
 MODEL_ID = "rsc3-cdf97-seq"
 FORMAT = 0
 #: qualities of this coder: rsc2's 16, then the same geometric step ladder on to near-lossless
 NUM_SEQ_QUALITIES = 46
-#: the engine codes magnitudes below 2^24; a symbol is clipped there (only a constructed image of
-#: full-range extremes at the top qualities could reach it: see tests/test_native_lossy.py)
+#: the engine codes magnitudes below 2^24 (the largest possible symbol at quality 46 is about
+#: 9.4 million: see tests/test_native_lossy.py); the engine refuses anything beyond
 SYMBOL_LIMIT = (1 << 24) - 1
 #: squared quantizer steps per bit (the high-rate value 2 ln 2 / 12 = 0.116 is what rsc2 uses)
 RDO_LAMBDA = 0.116
@@ -94,36 +102,36 @@ def unflatten(flat: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarra
     return out
 
 
-def _offsets(u: np.ndarray, sym: np.ndarray, rounding: float) -> tuple[int, int]:
-    """Mean position of |c| / step inside its bin, for magnitude 1 and for >= 2, in 1/256 (0..255)."""
-    mag = np.abs(sym)
-    res = []
-    for sel in (mag == 1, mag >= 2):
-        if sel.any():
-            t = float(np.mean(u[sel] - (mag[sel] - rounding)))
-            res.append(int(np.clip(round(t * 256), 0, 255)))
-        else:
-            res.append(int(round(rounding * 256)))
-    return res[0], res[1]
+def band_steps(codec: "SeqCodec", quality: int, height: int, width: int) -> np.ndarray:
+    """Quantizer step of every band in coding order (float64): low-pass, then hl, lh, hh per level."""
+    nlev = (len(band_shapes(height, width)) - 1) // 3
+    ll_step, steps = codec.band_steps(quality, nlev)
+    return np.array([ll_step] + [s[o] for s in steps for o in wavelet.ORIENTATIONS], dtype=np.float64)
 
 
 class _Analysis:
-    """The stored values, analysed on demand: in float32 from 0..1 (qualities 1..16, as rsc2
-    does) and in float64 from the stored values (the qualities above)."""
+    """The stored values, analysed on demand (engine's packed layout): in float32 from 0..1
+    (qualities 1..16, as rsc2 does) and in float64 from the stored values (the qualities above)."""
 
-    def __init__(self, model: SubbandModel, pixels: np.ndarray, low: int, high: int):
-        self.model, self.pixels, self.low, self.high = model, pixels, low, high
+    def __init__(self, codec: "SeqCodec", pixels: np.ndarray, low: int, high: int):
+        self.codec, self.pixels, self.low, self.high = codec, pixels, low, high
         self._f32 = self._f64 = None
 
-    def pyramid(self, quality: int) -> wavelet.Pyramid:
+    def coefficients(self, quality: int) -> np.ndarray:
         if quality <= NUM_QUALITIES:
             if self._f32 is None:
-                self._f32 = self.model.analyse(normalized(self.pixels, self.low, self.high))
+                self._f32 = self.codec._analyse(normalized(self.pixels, self.low, self.high))
             return self._f32
         if self._f64 is None:
             scale = PIXEL_SCALE / float(max(self.high - self.low, 1))
-            self._f64 = wavelet.forward((self.pixels.astype(np.float64) - self.low) * scale, LEVELS)
+            x = (self.pixels.astype(np.float64) - self.low) * scale
+            engine().wt_forward(x, x.shape[0], x.shape[1], LEVELS, True)
+            self._f64 = x
         return self._f64
+
+
+def _little_endian(a: np.ndarray) -> np.ndarray:
+    return a if sys.byteorder == "little" else a.astype("<i4")
 
 
 class SeqCodec(Codec):
@@ -141,11 +149,14 @@ class SeqCodec(Codec):
     def from_state(cls, state, model_id: str, info: dict | None = None) -> "SeqCodec":
         return cls(SubbandModel(state), model_id, info)
 
-    def _analyse(self, x01: np.ndarray):
-        return self.model.analyse(x01)
+    def _analyse(self, x01: np.ndarray) -> np.ndarray:
+        """rsc2's analysis (float32, pixels scaled to 0..255), in place in the engine's packed layout."""
+        x = np.multiply(x01, np.float32(PIXEL_SCALE), dtype=np.float32)
+        engine().wt_forward(x, x.shape[0], x.shape[1], LEVELS, False)
+        return x
 
     def _analyse_image(self, pixels: np.ndarray, low: int, high: int) -> _Analysis:
-        return _Analysis(self.model, pixels, low, high)
+        return _Analysis(self, pixels, low, high)
 
     def quality_step(self, quality: int) -> float:
         """The quality's step on the 0..255 scale: the weights' step up to 16, then their last
@@ -160,55 +171,40 @@ class SeqCodec(Codec):
             return self.model.band_steps(quality, levels)
         return self.model.band_steps_at(self.quality_step(quality), levels)
 
-    def quantize(self, coeffs: wavelet.Pyramid, quality: int) -> wavelet.Pyramid:
-        if quality <= NUM_QUALITIES:
-            return self.model.quantize(coeffs, quality)
-        ll_step, steps = self.band_steps(quality, len(coeffs.details))
-        lim = SYMBOL_LIMIT
-        return wavelet.Pyramid(
-            ll=np.clip(np.rint(coeffs.ll / ll_step), -lim, lim).astype(np.int64),
-            details=[{o: np.clip(quantize(d[o], s[o], self.model.rounding), -lim, lim) for o in d}
-                     for d, s in zip(coeffs.details, steps)],
-        )
-
-    def encode_symbols(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int) -> tuple[bytes, np.ndarray]:
-        """(payload, final symbols in coding order) for one quality."""
+    def encode_symbols(self, coeffs, height: int, width: int, quality: int) -> tuple[bytes, np.ndarray]:
+        """(payload, final symbols in coding order) for one quality; ``coeffs`` is the packed
+        array :meth:`_analyse` returns or a :class:`~radseal.codec.wavelet.Pyramid`."""
         m = self.model
-        q = self.quantize(coeffs, quality)
-        ll_step, steps = self.band_steps(quality, len(coeffs.details))
-        shapes = band_shapes(height, width)
-        sym = flatten(q)
-        # |c| / step of every coefficient (1/256), and per band the dead-zone quantizer's offsets
-        u_parts = [np.zeros(q.ll.size, dtype=np.float64)]
-        for d, s in zip(coeffs.details, steps):
-            for o in wavelet.ORIENTATIONS:
-                u_parts.append(np.abs(d[o]).ravel().astype(np.float64) / s[o])
-        u = np.concatenate(u_parts)
-        bands_u = unflatten(u, shapes)
-        keep = np.zeros(len(shapes), dtype=np.int32)
-        for b, (bu, bs) in enumerate(zip(bands_u, unflatten(sym, shapes))):
-            if b:
-                keep[b] = int(round((1.0 - m.rounding) * 256)) + _offsets(bu, bs, m.rounding)[0]
+        x = np.ascontiguousarray(wavelet.pack(coeffs) if isinstance(coeffs, wavelet.Pyramid) else coeffs)
+        if x.dtype not in (np.float32, np.float64) or x.shape != (height, width):
+            raise CodecError("wavelet coefficients do not match the image")
+        dbl = x.dtype == np.float64
+        steps = band_steps(self, quality, height, width)
+        shp = np.asarray(band_shapes(height, width), dtype=np.int32).ravel()
         eng = engine()
-        shp = np.asarray(shapes, dtype=np.int32).ravel()
-        if self.rdo and RDO_LAMBDA > 0:
-            rdo = np.minimum(np.rint(u * 256), 1 << 20).astype(np.int32)
+        use_rdo = self.rdo and RDO_LAMBDA > 0
+        # symbols and |c| / step in 1/256 (the rate-distortion input), both in coding order
+        sym = np.empty(height * width, dtype=np.int32)
+        rdo = np.empty(height * width if use_rdo else 0, dtype=np.int32)
+        eng.seq_quantize(x, height, width, LEVELS, dbl, steps, m.rounding, sym, rdo)
+        if use_rdo:
+            first = np.frombuffer(eng.seq_offsets(x, height, width, LEVELS, dbl, steps, m.rounding, sym), dtype=np.uint8)
+            keep = int(round((1.0 - m.rounding) * 256)) + first[0::2].astype(np.int32)
+            keep[0] = 0
             lam = int(round(RDO_LAMBDA * 256))
         else:
-            rdo, keep_b, lam = np.zeros(0, np.int32), np.zeros(0, np.int32), 0
+            keep, lam = np.zeros(0, np.int32), 0
         try:
-            stream, final = eng.seq_encode(sym.tobytes(), shp.tobytes(), rdo.tobytes(), (keep if rdo.size else keep_b).tobytes(), lam)
+            stream = eng.seq_encode_into(sym, shp, rdo, keep, lam)  # sym becomes the final symbols
         except ValueError as exc:
             raise CodecError(f"cannot code this image: {exc}") from None
-        final = np.frombuffer(final, dtype=np.int32)
-        offs = bytearray()
-        for b, (bu, bs) in enumerate(zip(bands_u, unflatten(final, shapes))):
-            offs += bytes(_offsets(bu, bs, m.rounding)) if b else bytes(2)
-        crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(bytes(offs))) & 0xFFFFFFFF)
-        return bytes([FORMAT]) + bytes(offs) + crc + stream, final
+        del rdo
+        offs = eng.seq_offsets(x, height, width, LEVELS, dbl, steps, m.rounding, sym)
+        crc = struct.pack("<I", zlib.crc32(_little_endian(sym), zlib.crc32(offs)) & 0xFFFFFFFF)
+        return bytes([FORMAT]) + offs + crc + stream, sym
 
     def _encode(self, state, height: int, width: int, quality: int) -> bytes:
-        coeffs = state.pyramid(quality) if isinstance(state, _Analysis) else state
+        coeffs = state.coefficients(quality) if isinstance(state, _Analysis) else state
         return self.encode_symbols(coeffs, height, width, quality)[0]
 
     def read_symbols(self, payload: bytes, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,23 +227,17 @@ class SeqCodec(Codec):
 
     def _decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
         sym, offs = self.read_symbols(payload, height, width)
+        x = self.reconstruct(sym, offs, height, width, quality)
+        x /= x.dtype.type(PIXEL_SCALE)
+        return x
+
+    def reconstruct(self, sym: np.ndarray, offs: np.ndarray, height: int, width: int, quality: int) -> np.ndarray:
+        """Dequantized, inverse-transformed pixels on the 0..255 scale (a new array; the inverse
+        transform runs in place on it): float32 for qualities 1..16, exactly as before; float64 above."""
         m = self.model
-        shapes = band_shapes(height, width)
-        bands = unflatten(sym, shapes)
-        nlev = (len(shapes) - 1) // 3
-        ll_step, steps = self.band_steps(quality, nlev)
-        ft = np.float32 if quality <= NUM_QUALITIES else np.float64  # 1..16: exactly as before
-        rnd = ft(m.rounding)
-        details = []
-        for i in range(nlev):
-            out = {}
-            for oi, o in enumerate(wavelet.ORIENTATIONS):
-                b = 1 + 3 * i + oi
-                s = bands[b]
-                mag = np.abs(s)
-                theta = np.where(mag == 1, ft(offs[b, 0] / 256.0), ft(offs[b, 1] / 256.0))
-                level = (mag.astype(ft) - rnd + theta) * ft(steps[i][o])
-                out[o] = np.where(mag > 0, np.copysign(level, s), ft(0)).astype(ft)
-            details.append(out)
-        ll = (bands[0].astype(np.float64) * ll_step).astype(ft)
-        return wavelet.inverse(wavelet.Pyramid(ll=ll, details=details)) / PIXEL_SCALE
+        eng = engine()
+        dbl = quality > NUM_QUALITIES
+        x = np.empty((height, width), dtype=np.float64 if dbl else np.float32)
+        eng.seq_dequantize(sym, height, width, LEVELS, dbl, band_steps(self, quality, height, width), m.rounding, offs, x)
+        eng.wt_inverse(x, height, width, LEVELS, dbl)
+        return x

@@ -6,6 +6,10 @@ for every length (odd ones included), numpy-only, and it is 60 lines; the
 transform is float and runs only on pixels, never on entropy-coding state,
 so its rounding cannot change what the decoder reads.
 
+This module is the reference: rsc2 codes with it, and the compiled engine's
+restatement (``wt_forward``/``wt_inverse``, section 6 of ``csrc/rsengine.c``,
+which rsc3 uses, in place on the :func:`pack` layout) is tested against it.
+
 ``forward(x, levels)`` returns a :class:`Pyramid`: the coarsest low-pass
 band and, per level from coarsest to finest, the three detail bands
 (``hl``: horizontal high-pass, ``lh``: vertical high-pass, ``hh``: both).
@@ -105,6 +109,39 @@ def inverse(p: Pyramid) -> np.ndarray:
         hi = _synthesize_rows(bands["hl"].T, bands["hh"].T).T
         ll = _synthesize_rows(lo, hi)
     return ll
+
+
+def pack(p: Pyramid) -> np.ndarray:
+    """The pyramid in one array, as the compiled transform keeps it in place: per level, the
+    region it worked on holds [LL | HL ; LH | HH] (low rows and columns first)."""
+    if p.details:
+        h = p.details[-1]["hl"].shape[0] + p.details[-1]["lh"].shape[0]
+        w = p.details[-1]["lh"].shape[1] + p.details[-1]["hl"].shape[1]
+    else:
+        h, w = p.ll.shape
+    out = np.empty((h, w), dtype=p.ll.dtype)
+    lh_, lw_ = p.ll.shape
+    out[:lh_, :lw_] = p.ll
+    for d in p.details:
+        lo_r, lo_c = d["hl"].shape[0], d["lh"].shape[1]
+        rh, rw = lo_r + d["lh"].shape[0], lo_c + d["hl"].shape[1]
+        out[:lo_r, lo_c:rw] = d["hl"]
+        out[lo_r:rh, :lo_c] = d["lh"]
+        out[lo_r:rh, lo_c:rw] = d["hh"]
+    return out
+
+
+def unpack(x: np.ndarray, levels: int) -> Pyramid:
+    """The inverse of :func:`pack` (copies of the bands)."""
+    ll_shape, sizes = band_shapes(x.shape[0], x.shape[1], levels)
+    details = []
+    for lo_r, hi_r, lo_c, hi_c in sizes:
+        details.append({
+            "hl": x[:lo_r, lo_c : lo_c + hi_c].copy(),
+            "lh": x[lo_r : lo_r + hi_r, :lo_c].copy(),
+            "hh": x[lo_r : lo_r + hi_r, lo_c : lo_c + hi_c].copy(),
+        })
+    return Pyramid(ll=x[: ll_shape[0], : ll_shape[1]].copy(), details=details)
 
 
 def band_shapes(height: int, width: int, levels: int) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
