@@ -67,7 +67,15 @@ def quality_help() -> str:
 
     codec = Codec("help")
     return (f"codec quality level, an integer from {codec.qualities[0]} (smallest file) to "
-            f"{codec.qualities[-1]} (most detail) (default: {codec.default_quality})")
+            f"{codec.qualities[-1]} (most detail) (default, without --quality or --bpp: "
+            f"{Codec.DEFAULT_RATE_TEXT})")
+
+
+def bpp_help() -> str:
+    """The --bpp help text, naming the default rate."""
+    from radseal.codec.api import Codec
+
+    return f"target bits per pixel instead of a quality level (default: {Codec.DEFAULT_RATE_TEXT})"
 
 
 def fail(message: str, code: int = 2) -> int:

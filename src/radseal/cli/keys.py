@@ -255,7 +255,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from radseal.cli import quality_help
+    from radseal.cli import bpp_help, quality_help
 
     raw = argparse.RawDescriptionHelpFormatter
 
@@ -307,7 +307,7 @@ def register(sub) -> None:
     p.add_argument("--sign", required=True, metavar="DEVICE.key", help="device private key")
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
     p.add_argument("--quality", type=int, metavar="Q", help=quality_help())
-    p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
+    p.add_argument("--bpp", type=float, metavar="B", help=bpp_help())
     p.add_argument("--lossless", action="store_true", help="lossless: the receiver gets exactly the stored values")
     p.add_argument("--max-error", type=int, metavar="K",
                    help="near-lossless: every pixel within K stored values of the original (0 = lossless)")
