@@ -170,7 +170,7 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
           f"{len(sealed.data) - sealed.payload_bytes} B of header, metadata and seal)")
     print(f"  opened: authentic, from device {opened.header.sender_key_id}, message {opened.header.message_id}")
     print(f"  reconstruction: {recon.bits_stored} bits, PSNR {quality:.2f} dB (peak {img.max_value}), "
-          f"max error {max_abs_error(img.pixels, recon.pixels):.0f}, {_setting(recon)}")
+          f"max error {max_abs_error(img.pixels, recon.pixels):.0f}, {_setting(opened.payload)}")
     if not target:
         _default_rate_line(img, quality)
     print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
@@ -187,12 +187,14 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     return 0
 
 
-def _setting(recon) -> str:
-    meta = getattr(recon, "metadata", None) or {}
-    if "quality" in meta:
-        return f"lossy quality {meta['quality']}"
-    bound = meta.get("max_error")
-    return "lossless" if bound == 0 else f"max error {bound}" if bound is not None else "lossy"
+def _setting(payload: bytes) -> str:
+    """The setting the stream names in its header (radseal.pipeline.describe_payload)."""
+    from radseal.pipeline import describe_payload
+
+    s = describe_payload(payload)
+    if s["mode"] == "lossy":
+        return f"lossy quality {s['quality']}"
+    return {"lossless": "lossless", "max_error": f"max error {s.get('max_error')}"}.get(s["mode"], "unknown mode")
 
 
 def _default_rate_line(img, radseal_psnr: float) -> None:
@@ -204,7 +206,7 @@ def _default_rate_line(img, radseal_psnr: float) -> None:
     ref = psnr(img.pixels, back, img.max_value)
     print(f"  default rate: the lowest setting with PSNR >= JPEG 2000 (OpenJPEG) at {REFERENCE_RATIO:.0f}:1 "
           f"({reference_bpp(img.bits_stored):.3f} bpp target, {8 * len(data) / (img.height * img.width):.3f} bpp, "
-          f"{ref:.2f} dB): {radseal_psnr:.2f} dB")
+          f"{ref:.3f} dB): {radseal_psnr:.3f} dB")
 
 
 DEMO_MAX_ERROR = 4
