@@ -107,3 +107,23 @@ def test_help_states_the_default():
         flat = " ".join(text.split())
         assert f"JPEG 2000 (OpenJPEG) at {REFERENCE_RATIO:.0f}:1" in flat, cmd
         assert "codec default when omitted" not in flat
+
+
+def test_cli_encode_without_a_setting_uses_the_default_rate(tmp_path, capsys, codec, chest8):
+    from radseal.cli import main
+    from radseal.io import write_image
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert main(["keygen", "receiver", "hospital", "--out", str(keys)]) == 0
+    assert main(["keygen", "device", "unit", "--out", str(keys)]) == 0
+    write_image(chest8, tmp_path / "chest.png")
+    base = ["encode", str(tmp_path / "chest.png"), "--to", str(keys / "hospital.pub"), "--sign", str(keys / "unit.key")]
+    capsys.readouterr()
+    assert main(base + ["-o", str(tmp_path / "a.rsl")]) == 0
+    out = capsys.readouterr().out
+    q = _lossy_quality(codec.compress(chest8))
+    assert f"mode: lossy, quality {q} ({codec.model_id}) (the default rate: at least JPEG 2000's PSNR at 30:1)" in out
+    assert main(base + ["--quality", "5", "-o", str(tmp_path / "b.rsl")]) == 0
+    out = capsys.readouterr().out
+    assert "mode: lossy, quality 5" in out and "default rate" not in out

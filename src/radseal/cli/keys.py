@@ -141,7 +141,7 @@ def _encode(args: argparse.Namespace) -> int:
     )
     stream = st.get("stream") or {}
     print(f"  mode: {_stream_mode_text(stream) if stream.get('mode') in ('lossy', 'lossless', 'max_error') else _mode_text(max_error)}"
-          + ("" if max_error is not None or args.quality is not None or args.bpp is not None
+          + ("" if max_error is not None or quality is not None or args.bpp is not None
              else " (the default rate: at least JPEG 2000's PSNR at 30:1)"))
     print(f"  for receiver {recipient.key_id} ({recipient.kem}), signed by device {signer.key_id}")
     print(f"  compress {st['compress_s'] * 1e3:.0f} ms, seal {st['seal_s'] * 1e3:.1f} ms")
