@@ -146,3 +146,12 @@ def test_derived_dicom_lossy_says_01_with_ratio_and_method(made):
     assert float(_last(ds.LossyImageCompressionRatio)) > 1
     assert ds.DerivationDescription.startswith("Lossy compression") and default_codec().model_id in ds.DerivationDescription
     assert ds.DerivationCodeSequence[0].CodeValue == "113040"
+
+
+def test_decode_prints_the_streams_mode(made, capsys):
+    tmp, keys, _ = made
+    for name, text in (("q5", "mode: lossy, quality 5"), ("lossless", "mode: lossless"), ("max2", "within 2")):
+        capsys.readouterr()
+        assert main(["decode", str(tmp / f"{name}.rsl"), "--key", str(keys / "hospital.key"), "--trust",
+                     str(keys / "unit.pub"), "-o", str(tmp / f"{name}-m.png")]) == 0
+        assert text in capsys.readouterr().out

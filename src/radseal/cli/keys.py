@@ -227,7 +227,10 @@ def _decode(args: argparse.Namespace) -> int:
     print(f"{args.input}: authentic, from trusted device {h.sender_key_id}, message {h.message_id}, created {_iso(h.created)}")
     dicom = "with its DICOM header" if opened.dicom_header is not None else "no DICOM header"
     print(f"  wrote {out}: {img.width}x{img.height} at {img.bits_stored} bits, {img.photometric} ({dicom})")
-    print(f"  mode: {_mode_text(img.metadata.get('codec_max_error'))}")
+    from radseal.pipeline import describe_payload
+
+    stream = describe_payload(opened.payload)
+    print(f"  mode: {_stream_mode_text(stream) if stream.get('mode') == 'lossy' else _mode_text(img.metadata.get('codec_max_error'))}")
     return 0
 
 
