@@ -166,11 +166,11 @@ def _pillow_j2k_30(pixels: np.ndarray, bits: int) -> tuple[int, np.ndarray]:
 
     from radseal.codec.default_rate import REFERENCE_RATIO, bits_allocated
 
-    mode = "L" if pixels.dtype == np.uint8 else "I;16"
     buf = io.BytesIO()
+    im = PILImage.fromarray(pixels)  # mode L for uint8, I;16 for uint16
     # Pillow's ratio counts 8 or 16 bits per sample by mode, i.e. bits allocated.
-    assert bits_allocated(bits) == (8 if mode == "L" else 16)
-    PILImage.fromarray(pixels, mode=mode).save(buf, "JPEG2000", quality_mode="rates", quality_layers=[REFERENCE_RATIO],
+    assert bits_allocated(bits) == (8 if im.mode == "L" else 16), im.mode
+    im.save(buf, "JPEG2000", quality_mode="rates", quality_layers=[REFERENCE_RATIO],
                                                irreversible=True, no_jp2=True)
     back = np.asarray(PILImage.open(io.BytesIO(buf.getvalue()))).astype(pixels.dtype)
     return len(buf.getvalue()), back
