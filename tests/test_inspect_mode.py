@@ -155,3 +155,29 @@ def test_decode_prints_the_streams_mode(made, capsys):
         assert main(["decode", str(tmp / f"{name}.rsl"), "--key", str(keys / "hospital.key"), "--trust",
                      str(keys / "unit.pub"), "-o", str(tmp / f"{name}-m.png")]) == 0
         assert text in capsys.readouterr().out
+
+
+def test_receiver_names_the_streams_model_and_mode_in_the_stored_dicom(tmp_path):
+    """A lossless message from a device running the default codec: the stored DICOM says 00 and names
+    the native-depth coder that made the stream (not the receiver's default codec)."""
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from radseal.pipeline import default_codec, seal_image
+    from radseal.seal import DeviceKey, ReceiverKey
+    from radseal.transport.receiver import create_app
+    from radseal.transport.stores import FolderStore
+
+    receiver, device = ReceiverKey.generate(), DeviceKey.generate()
+    img = read_image(sample_path("RG3"))
+    crop = img.with_pixels(np.ascontiguousarray(img.pixels[800:864, 700:764]))
+    store = FolderStore(tmp_path / "store")
+    client = TestClient(create_app(receiver, [device.public_key()], store, tmp_path / "index.sqlite", codec=default_codec()))
+    for max_error, flag in ((0, "00"), (2, "01")):
+        data = seal_image(crop, receiver.public_key(), device, max_error=max_error).data
+        answer = client.post("/v1/messages", content=data)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_id"] == NATIVE_ID
+        ds = pydicom.dcmread(io.BytesIO(store.get(answer.json()["sop_instance_uid"])))
+        assert ds.LossyImageCompression == flag and NATIVE_ID in ds.DerivationDescription
