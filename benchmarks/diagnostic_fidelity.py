@@ -5,7 +5,7 @@
            (accuracy and AUC with bootstrap CIs; leak probes)
     python benchmarks/diagnostic_fidelity.py evaluate [--limit N] [-- extra radseal evaluate args]
         -> docs/results/evaluate/ (report.html, report.md, results.json, PNGs) + README.md
-    python benchmarks/diagnostic_fidelity.py at30 [--data DIR] [--limit N]
+    python benchmarks/diagnostic_fidelity.py at30 [--data DIR] [--limit N] [--resume]
         -> docs/results/evaluate/at30.{json,md} (+ at30.jsonl, one record per image)
            every test chest X-ray (offset by 4 pixels): radseal's default rate against
            JPEG 2000 at exactly 30:1 (PSNR), and the classifier on radseal, JPEG XL e7
@@ -227,7 +227,7 @@ def _jxl_at_bytes(img, budget_bytes: int, ctl):
     return data, distance, b.decompress(data)
 
 
-def at30_benchmark(data_dir: str | None, limit: int | None, jsonl: Path) -> dict:
+def at30_benchmark(data_dir: str | None, limit: int | None, jsonl: Path, resume: bool = False) -> dict:
     from tqdm import tqdm
 
     from radseal.codec import Codec
@@ -243,7 +243,9 @@ def at30_benchmark(data_dir: str | None, limit: int | None, jsonl: Path) -> dict
     if limit:
         samples = samples[:limit]
     done = {}
-    if jsonl.is_file():  # resume an interrupted run
+    if jsonl.is_file() and not resume:
+        jsonl.unlink()
+    if jsonl.is_file():  # resume an interrupted run (same code: records are reused as they are)
         for line in jsonl.read_text().splitlines():
             r = json.loads(line)
             done[r["image"]] = r
@@ -445,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--native", default=str(ROOT.parent / "shared" / "data" / "native"),
                     help="native-depth DICOM folder for native30 (default: ../shared/data/native)")
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--resume", action="store_true", help="at30: keep the records of an interrupted run in at30.jsonl")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("rest", nargs=argparse.REMAINDER, help="extra arguments for radseal evaluate (after --)")
     invoked = list(argv if argv is not None else sys.argv[1:])
@@ -465,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/diagnostic_fidelity.py " + " ".join(shlex.quote(a) for a in invoked)
     if args.step == "at30":
         jsonl = out / "at30.jsonl"
-        r = at30_benchmark(args.data, args.limit, jsonl)
+        r = at30_benchmark(args.data, args.limit, jsonl, resume=args.resume)
         r["command"] = command
         atomic_write(out / "at30.json", (json.dumps(r, indent=1) + "\n").encode(), mode=0o644)
         atomic_write(out / "at30.md", at30_markdown(r, command).encode(), mode=0o644)

@@ -65,7 +65,7 @@ def squared_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compress_default(codec, img, ratio: float = REFERENCE_RATIO) -> bytes:
-    """The stream with the fewest bytes among those :func:`compress_default`'s rule may pick (module doc)."""
+    """The default-rate stream of ``img`` (the rule in the module doc); every candidate is decoded and checked."""
     encode = codec._encoder(img)  # the codec's own checks (type, size) come first
     ref = img.pixels
     qs = codec.qualities
