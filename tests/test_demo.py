@@ -32,3 +32,17 @@ def test_demo_help_explains(capsys):
         main(["demo", "--help"])
     assert exc.value.code == 0
     assert "pydicom-data" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_default_rate_meets_jpeg2000_at_30_to_1(tmp_path, capsys):
+    import re
+
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--sample", "RG3"]) == 0
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("default rate:"))
+    m = re.search(r"at 30:1 \(0\.533 bpp target, ([0-9.]+) bpp, ([0-9.]+) dB\): ([0-9.]+|inf) dB", line)
+    assert m, line
+    assert float(m.group(1)) <= 16 / 30 and float(m.group(3)) >= float(m.group(2))
+    recon = next(ln for ln in text.splitlines() if "reconstruction:" in ln)
+    assert re.search(r"(lossy quality \d+|max error \d+|lossless)$", recon), recon

@@ -206,6 +206,7 @@ def seal_image(
         "compress_s": t1 - t0,
         "pack_s": t2 - t1,
         "seal_s": t3 - t2,
+        "stream": describe_payload(payload),
     }
     return SealedImage(data, len(payload), stats)
 
@@ -272,3 +273,62 @@ def open_image(
     except ValueError as exc:
         raise FormatError(f"decoded image does not match its metadata: {exc}") from None
     return OpenedImage(image, opened.header, body.metadata, dicom_header, body.payload)
+
+
+def describe_payload(payload: bytes) -> dict:
+    """What a codec stream says of itself in its header: model, mode, size, bits stored, rate.
+
+    Nothing is decoded. ``mode`` is ``lossless``, ``max_error`` (with ``max_error``: every pixel
+    within that many stored values) or ``lossy`` (with ``quality``); a payload that is not a
+    radseal codec stream gives ``mode`` ``unknown``. Raises the codec's ``BitstreamError`` for a
+    damaged radseal stream header.
+    """
+    payload = bytes(payload)
+    facts: dict = {"payload_bytes": len(payload)}
+    if payload[:4] != b"RSLC":
+        return {**facts, "mode": "unknown"}
+    from radseal.codec import bitstream
+    from radseal.codec.native import MODEL_ID as NATIVE_ID
+
+    head = bitstream.peek_header(payload)
+    facts.update(model=head.model_id, rows=head.height, columns=head.width, bits_stored=head.bits_stored,
+                 photometric=head.photometric, signed=bool(head.signed),
+                 bpp=8 * len(payload) / max(head.height * head.width, 1))
+    if head.model_id == NATIVE_ID:
+        facts.update(mode="lossless" if head.quality == 0 else "max_error", max_error=head.quality)
+    else:
+        facts.update(mode="lossy", quality=head.quality)
+    return facts
+
+
+def describe_sealed(
+    data: bytes,
+    keys: ReceiverKey | Iterable[ReceiverKey],
+    trusted: DevicePublicKey | Iterable[DevicePublicKey],
+    *,
+    allow_insecure_paper_cipher: bool = False,
+) -> dict:
+    """Verify and decrypt a container and describe its image and codec stream, without decoding it.
+
+    The signature is checked first (:func:`radseal.seal.open_sealed`); what is returned comes from
+    the authenticated body: ``image`` (the metadata's description), ``codec`` (the sender's codec
+    name), ``stream`` (:func:`describe_payload`) and ``dicom`` (whether a DICOM header travels).
+    """
+    opened = open_sealed(data, keys, trusted, allow_insecure_paper_cipher=allow_insecure_paper_cipher)
+    body = unpack_body(opened.body)
+    desc = _image_description(body.metadata)
+    stream = describe_payload(body.payload)
+    if "rows" in stream and (stream["rows"], stream["columns"]) != (desc["rows"], desc["columns"]):
+        raise FormatError(
+            f"the codec stream is {stream['columns']}x{stream['rows']} (width x height), "
+            f"the metadata says {desc['columns']}x{desc['rows']}"
+        )
+    codec = body.metadata.get("codec")
+    name = codec.get("name") if isinstance(codec, dict) else None
+    return {
+        "header": opened.header,
+        "image": dict(desc),
+        "codec": str(name) if isinstance(name, str) else "unknown",
+        "stream": stream,
+        "dicom": body.dicom is not None,
+    }

@@ -65,13 +65,22 @@ def quality_help() -> str:
     """The --quality help text, with the default codec's range and default (no weights are loaded)."""
     from radseal.codec.api import default_codec_class
 
-    codec = default_codec_class()("help")
+    codec_cls = default_codec_class()
+    codec = codec_cls("help")
     text = (f"codec quality level, an integer from {codec.qualities[0]} (smallest file) to "
-            f"{codec.qualities[-1]} (most detail) (default: {codec.default_quality})")
+            f"{codec.qualities[-1]} (most detail) (default, without --quality or --bpp: "
+            f"{codec_cls.DEFAULT_RATE_TEXT})")
     if codec.qualities[-1] > 16:
         text += ("; levels above 16 matter for images of more than 8 bits and reach near-lossless "
                  f"(about one stored value at 16 bits by {codec.qualities[-1]})")
     return text
+
+
+def bpp_help() -> str:
+    """The --bpp help text, naming the default rate."""
+    from radseal.codec.api import Codec
+
+    return f"target bits per pixel instead of a quality level (default: {Codec.DEFAULT_RATE_TEXT})"
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -62,10 +62,11 @@ def _check_rate(args: argparse.Namespace, codec) -> dict:
         if not (math.isfinite(args.bpp) and args.bpp > 0):
             raise DemoError(f"--bpp must be a positive number, got {args.bpp}")
         return {"bpp": args.bpp}
-    quality = codec.default_quality if args.quality is None else args.quality
-    if quality not in codec.qualities:
-        raise DemoError(f"--quality must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {quality}")
-    return {"quality": quality}
+    if args.quality is None:
+        return {}  # the default rate: at least JPEG 2000's PSNR at 30:1 (radseal.codec.default_rate)
+    if args.quality not in codec.qualities:
+        raise DemoError(f"--quality must be in {codec.qualities[0]}..{codec.qualities[-1]}, got {args.quality}")
+    return {"quality": args.quality}
 
 
 def _human(n: int) -> str:
@@ -169,7 +170,9 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
           f"{len(sealed.data) - sealed.payload_bytes} B of header, metadata and seal)")
     print(f"  opened: authentic, from device {opened.header.sender_key_id}, message {opened.header.message_id}")
     print(f"  reconstruction: {recon.bits_stored} bits, PSNR {quality:.2f} dB (peak {img.max_value}), "
-          f"max error {max_abs_error(img.pixels, recon.pixels):.0f}")
+          f"max error {max_abs_error(img.pixels, recon.pixels):.0f}, {_setting(opened.payload)}")
+    if not target:
+        _default_rate_line(img, quality)
     print("  time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
     print(f"  wrote {out / (args.sample + '-decoded.dcm')} (derived DICOM) and PNG previews in {out}")
 
@@ -182,6 +185,28 @@ def _run_demo(args: argparse.Namespace, outputs: _Outputs) -> int:
     else:
         print("  (add --insecure-paper-cipher to also run the 2022 paper's autoencoder and its broken cipher)")
     return 0
+
+
+def _setting(payload: bytes) -> str:
+    """The setting the stream names in its header (radseal.pipeline.describe_payload)."""
+    from radseal.pipeline import describe_payload
+
+    s = describe_payload(payload)
+    if s["mode"] == "lossy":
+        return f"lossy quality {s['quality']}"
+    return {"lossless": "lossless", "max_error": f"max error {s.get('max_error')}"}.get(s["mode"], "unknown mode")
+
+
+def _default_rate_line(img, radseal_psnr: float) -> None:
+    """What the default rate was measured against: OpenJPEG at 30:1 of the stored size, same image."""
+    from radseal.codec.default_rate import REFERENCE_RATIO, jpeg2000_at_ratio, reference_bpp
+    from radseal.evaluate.metrics import psnr
+
+    data, back = jpeg2000_at_ratio(img.pixels, img.bits_stored)
+    ref = psnr(img.pixels, back, img.max_value)
+    print(f"  default rate: the lowest setting with PSNR >= JPEG 2000 (OpenJPEG) at {REFERENCE_RATIO:.0f}:1 "
+          f"({reference_bpp(img.bits_stored):.3f} bpp target, {8 * len(data) / (img.height * img.width):.3f} bpp, "
+          f"{ref:.3f} dB): {radseal_psnr:.3f} dB")
 
 
 DEMO_MAX_ERROR = 4
@@ -250,7 +275,7 @@ def _paper_baseline(img, out: Path) -> None:
 
 
 def register(sub) -> None:
-    from radseal.cli import quality_help
+    from radseal.cli import bpp_help, quality_help
 
     p = sub.add_parser(
         "demo",
@@ -274,7 +299,7 @@ def register(sub) -> None:
     p.add_argument("--sample", default="RG1", choices=["RG1", "RG3"], help="bundled radiograph to use (default: RG1)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=int, default=None, help=quality_help())
-    rate.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of a quality level")
+    rate.add_argument("--bpp", type=float, default=None, help=bpp_help())
     p.add_argument("--kem", default="x25519", choices=["x25519", "mlkem768-x25519"],
                    help="receiver key type (default: x25519)")
     p.add_argument("--force", action="store_true", help="replace the outputs of an earlier demo in OUT")

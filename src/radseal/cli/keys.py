@@ -139,7 +139,10 @@ def _encode(args: argparse.Namespace) -> int:
         f"{args.input} -> {out}: {len(data)} bytes sealed ({st['payload_bytes']} payload, "
         f"{img.width}x{img.height} at {img.bits_stored} bits, {img.raw_bytes} raw bytes, ratio {img.raw_bytes / len(data):.1f}:1)"
     )
-    print(f"  mode: {_mode_text(max_error)}")
+    stream = st.get("stream") or {}
+    print(f"  mode: {_stream_mode_text(stream) if stream.get('mode') in ('lossy', 'lossless', 'max_error') else _mode_text(max_error)}"
+          + ("" if max_error is not None or quality is not None or args.bpp is not None
+             else " (the default rate: at least JPEG 2000's PSNR at 30:1)"))
     print(f"  for receiver {recipient.key_id} ({recipient.kem}), signed by device {signer.key_id}")
     print(f"  compress {st['compress_s'] * 1e3:.0f} ms, seal {st['seal_s'] * 1e3:.1f} ms")
     return 0
@@ -149,6 +152,12 @@ def _mode_text(max_error) -> str:
     if max_error is None:
         return "lossy (learned codec)"
     return "lossless" if max_error == 0 else f"near-lossless, every pixel within {max_error} of the original"
+
+
+def _stream_mode_text(stream: dict) -> str:
+    if stream["mode"] == "lossy":
+        return f"lossy, quality {stream['quality']} ({stream['model']})"
+    return _mode_text(stream["max_error"])
 
 
 def _preserve_diagnosis(args: argparse.Namespace, img) -> int:
@@ -202,7 +211,11 @@ def _decode(args: argparse.Namespace) -> int:
         check_output(out, inputs=inputs, force=args.force, hint="pass -o NAME to choose another name, or --force to replace it")
     notes: list[str] = []
     if out.suffix.lower() in (".dcm", ".dicom"):
-        codec_name = str(opened.metadata.get("codec", {}).get("name", "unknown"))
+        from radseal.pipeline import describe_payload
+
+        # The model named by the authenticated stream itself (a lossless stream is the native-depth
+        # coder's, whatever codec the sender ran), else the sender's codec name.
+        codec_name = str(describe_payload(opened.payload).get("model") or opened.metadata.get("codec", {}).get("name", "unknown"))
         ds = derived_dataset(opened.image, opened.dicom_header, payload_bytes=max(1, len(opened.payload)),
                              model_id=codec_name, uid_seed=message_uid_seed(opened.header.sender_key_id, opened.header.message_id), notes=notes)
         write_dicom(ds, out, replace=args.force)
@@ -214,7 +227,10 @@ def _decode(args: argparse.Namespace) -> int:
     print(f"{args.input}: authentic, from trusted device {h.sender_key_id}, message {h.message_id}, created {_iso(h.created)}")
     dicom = "with its DICOM header" if opened.dicom_header is not None else "no DICOM header"
     print(f"  wrote {out}: {img.width}x{img.height} at {img.bits_stored} bits, {img.photometric} ({dicom})")
-    print(f"  mode: {_mode_text(img.metadata.get('codec_max_error'))}")
+    from radseal.pipeline import describe_payload
+
+    stream = describe_payload(opened.payload)
+    print(f"  mode: {_stream_mode_text(stream) if stream.get('mode') == 'lossy' else _mode_text(img.metadata.get('codec_max_error'))}")
     return 0
 
 
@@ -230,32 +246,92 @@ def default_decode_output(container: str | Path, suffix: str) -> Path:
 def _inspect(args: argparse.Namespace) -> int:
     from radseal.seal import parse_header
 
+    if args.key and not args.trust:
+        raise UsageError("inspect --key needs --trust: the device signature is checked before anything is opened")
+    if (args.trust or args.passphrase_file) and not args.key:
+        raise UsageError("--trust and --passphrase-file go with --key (without keys inspect shows the clear header only)")
     data = _read_container(args.input)
     try:
         header = parse_header(data)
     except RadsealError as exc:
         raise _with_file(exc, args.input) from None
+    opened = _inspect_open(args, data) if args.key else None
     facts = header.to_dict()
     facts["created_utc"] = _iso(header.created)
     facts["file_bytes"] = len(data)
+    facts["verified"] = opened is not None
+    if opened is not None:
+        facts["image"] = opened["image"]
+        facts["codec"] = opened["codec"]
+        facts["stream"] = opened["stream"]
+        facts["dicom_header"] = opened["dicom"]
+    else:
+        facts["stream"] = "sealed"
     if args.json:
         print(json.dumps(facts, indent=2, sort_keys=True))
         return 0
-    print(f"{args.input}: radseal container, format version {header.version}, {len(data)} bytes (not verified: inspect needs no keys)")
+    state = ("verified: signed by a trusted device, decrypted with the receiver key" if opened is not None
+             else "not verified: inspect needs no keys")
+    print(f"{args.input}: radseal container, format version {header.version}, {len(data)} bytes ({state})")
     print(f"  suite:          0x{header.suite_id:02x} {header.suite}{'  <-- INSECURE' if header.insecure else ''}")
     print(f"  recipient key:  {header.recipient_key_id}")
     print(f"  sender key:     {header.sender_key_id}")
     print(f"  message id:     {header.message_id}")
     print(f"  created:        {facts['created_utc']} ({header.created})")
     print(f"  ciphertext:     {header.ciphertext_length} bytes")
+    if opened is None:
+        print("  codec mode:     sealed (inside the encryption; --key and --trust open it)")
+        return 0
+    for line in stream_lines(opened["stream"], opened["image"], opened["codec"]):
+        print(f"  {line}")
+    print(f"  DICOM header:   {'carried (inside the encryption)' if opened['dicom'] else 'none'}")
     return 0
+
+
+def _inspect_open(args: argparse.Namespace, data: bytes) -> dict:
+    from radseal.pipeline import describe_sealed
+    from radseal.seal import load_receiver_key, load_trusted
+
+    passphrase = _passphrase(args.passphrase_file)
+    keys = [load_receiver_key(k, passphrase) for k in args.key]
+    trusted = load_trusted(args.trust)
+    try:
+        return describe_sealed(data, keys, trusted, allow_insecure_paper_cipher=args.insecure_paper_cipher)
+    except RadsealError as exc:
+        raise _with_file(exc, args.input) from None
+
+
+def stream_lines(stream: dict, image: dict, codec_name: str) -> list[str]:
+    """The codec facts of an opened container, one per line (radseal.pipeline.describe_payload)."""
+    from radseal.codec.default_rate import bits_allocated
+
+    mode = stream.get("mode")
+    if mode == "unknown":
+        return [f"codec:          {codec_name} (not a radseal codec stream; mode unknown)",
+                f"payload:        {stream['payload_bytes']} bytes"]
+    pixels = max(stream["rows"] * stream["columns"], 1)
+    stored = pixels * bits_allocated(stream["bits_stored"]) / 8
+    rate = f"{stream['bpp']:.3f} bpp, {stored / max(stream['payload_bytes'], 1):.1f}:1 of the stored size"
+    if mode == "lossless":
+        text = "lossless (decodes to exactly the stored values)"
+    elif mode == "max_error":
+        text = f"near-lossless, every pixel within {stream['max_error']} stored values of the original"
+    else:
+        text = f"lossy, quality {stream['quality']}"
+    return [
+        f"codec model:    {stream['model']}",
+        f"mode:           {text}",
+        f"rate:           {rate} ({stream['payload_bytes']} bytes of codec stream)",
+        f"image:          {stream['columns']}x{stream['rows']} (width x height), {stream['bits_stored']} bits stored, "
+        f"{stream['photometric']}{', signed' if stream['signed'] else ''}",
+    ]
 
 
 # --------------------------------------------------------------------------- parsers
 
 
 def register(sub) -> None:
-    from radseal.cli import quality_help
+    from radseal.cli import bpp_help, quality_help
 
     raw = argparse.RawDescriptionHelpFormatter
 
@@ -307,7 +383,7 @@ def register(sub) -> None:
     p.add_argument("--sign", required=True, metavar="DEVICE.key", help="device private key")
     p.add_argument("--passphrase-file", metavar="F", help="passphrase of the device key")
     p.add_argument("--quality", type=int, metavar="Q", help=quality_help())
-    p.add_argument("--bpp", type=float, metavar="B", help="target bits per pixel")
+    p.add_argument("--bpp", type=float, metavar="B", help=bpp_help())
     p.add_argument("--lossless", action="store_true", help="lossless: the receiver gets exactly the stored values")
     p.add_argument("--max-error", type=int, metavar="K",
                    help="near-lossless: every pixel within K stored values of the original (0 = lossless)")
@@ -359,15 +435,26 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "inspect",
-        help="show the clear header of a container (no keys, no secrets)",
+        help="show the clear header of a container; with the receiver key, its codec mode too",
         description=(
             "Print the clear header: format version, suite, recipient and sender key ids, "
             "message id, creation time, ciphertext length. It holds no patient data and "
-            "nothing is verified (that needs the keys: use decode)."
+            "nothing is verified. The codec mode (lossless, maximum error, lossy quality) is "
+            "inside the encryption: with --key and --trust, inspect verifies the signature, "
+            "decrypts the container and also shows the codec model, mode, rate, image size and "
+            "bits stored (nothing is decoded or written)."
         ),
-        epilog="example:\n  radseal inspect chest.rsl --json",
+        epilog=("examples:\n  radseal inspect chest.rsl --json\n"
+                "  radseal inspect chest.rsl --key keys/hospital.key --trust keys/xray-unit-7.pub"),
         formatter_class=raw,
     )
     p.add_argument("input", metavar="FILE.rsl", help="sealed container")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--key", action="append", default=[], metavar="RECEIVER.key",
+                   help="receiver private key: verify, decrypt and show the codec mode (repeatable)")
+    p.add_argument("--passphrase-file", metavar="F", help="passphrase of the receiver key(s)")
+    p.add_argument("--trust", action="append", default=[], metavar="DEVICE.pub|DIR",
+                   help="trusted device public key, or a folder of them (repeatable; needed with --key)")
+    p.add_argument("--insecure-paper-cipher", action="store_true",
+                   help="accept the paper's insecure suite 0xF0 (reproduction only)")
     p.set_defaults(func=_inspect)

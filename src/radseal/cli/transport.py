@@ -628,6 +628,7 @@ def _outbox_purge(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from radseal.cli import quality_help
     from radseal.image import DEFAULT_MAX_PIXELS
 
     serve = sub.add_parser(
@@ -729,7 +730,7 @@ def register(sub) -> None:
     send.add_argument("--sign", metavar="DEVICE.key", help="this device's signing key")
     send.add_argument("--passphrase-file", metavar="FILE", help="file holding the device key's passphrase")
     send.add_argument("--outbox", default=DEFAULT_OUTBOX, metavar="DIR", help=f"outbox folder (default: {DEFAULT_OUTBOX})")
-    send.add_argument("--quality", type=int, help="codec quality level, an integer (codec default when omitted)")
+    send.add_argument("--quality", type=int, help=quality_help())
     send.add_argument("--flush", action="store_true", help="only deliver messages already in the outbox")
     send.add_argument("--again", action="store_true", help="seal and send inputs even if they were sent before")
     send.add_argument("--retries", type=int, default=10, help="attempts per message before giving up for now (default: 10)")
@@ -781,7 +782,7 @@ def register(sub) -> None:
     gateway.add_argument("--sign", required=True, metavar="DEVICE.key", help="this device's signing key")
     gateway.add_argument("--passphrase-file", metavar="FILE", help="file holding the device key's passphrase")
     gateway.add_argument("--outbox", default=DEFAULT_OUTBOX, metavar="DIR", help=f"outbox folder (default: {DEFAULT_OUTBOX})")
-    gateway.add_argument("--quality", type=int, help="codec quality level, an integer (codec default when omitted)")
+    gateway.add_argument("--quality", type=int, help=quality_help())
     gateway.add_argument("--backoff", type=float, default=0.5, metavar="S", help="first retry delay scale in seconds (default: 0.5)")
     gateway.add_argument("--timeout", type=float, default=60.0, metavar="S", help="HTTP timeout per attempt (default: 60)")
     gateway.add_argument("--cacert", metavar="PEM", help="CA bundle to verify the receiver's TLS certificate")

@@ -89,12 +89,21 @@ class Codec:
 
     @property
     def default_quality(self) -> int:
+        """The quality of the old fixed default; ``compress`` without a setting now picks per image
+        (:mod:`radseal.codec.default_rate`)."""
         return 10
+
+    #: What ``compress`` does without ``quality``, ``bpp`` or ``max_error`` (for help texts).
+    DEFAULT_RATE_TEXT = ("per image, the lowest setting whose PSNR is at least that of JPEG 2000 "
+                         "(OpenJPEG) at 30:1 of the stored size")
 
     # -- coding ----------------------------------------------------------------------------
     def compress(self, img: Image, quality: int | None = None, bpp: float | None = None,
                  max_error: int | None = None) -> bytes:
         """Compress ``img``. Give ``quality`` (see :attr:`qualities`), a target ``bpp``, or ``max_error``.
+
+        With none of the three, the rate is chosen per image: the lowest setting whose
+        PSNR is at least that of JPEG 2000 at 30:1 (:mod:`radseal.codec.default_rate`).
 
         With ``bpp`` the highest quality whose stream fits the target is chosen
         (the lowest quality if none fits); when even the highest quality leaves
@@ -114,9 +123,12 @@ class Codec:
             return default_native().compress_native(img, max_error)
         if quality is not None and bpp is not None:
             raise CodecError("give quality or bpp, not both")
+        if bpp is None and quality is None:
+            from radseal.codec.default_rate import compress_default
+
+            return compress_default(self, img)
         if bpp is None:
-            q = self.default_quality if quality is None else quality
-            return self.compress_qualities(img, [q])[q]
+            return self.compress_qualities(img, [quality])[quality]
         if not (math.isfinite(bpp) and bpp > 0):
             raise CodecError(f"bpp must be a positive number, got {bpp}")
         encode = self._encoder(img)

@@ -317,7 +317,16 @@ def _same_or_conflict(known: OnRecord, sender_key_id: str, message_id: str, dige
 
 def _model_id(result: Any, codec: Any) -> str:
     """The model that decoded the image (a stream names its own model, which may not be the
-    receiver's default), else the receiver codec's id, else the sender's codec name."""
+    receiver's default: a lossless stream is the native-depth coder's), else the receiver
+    codec's id, else the sender's codec name."""
+    from radseal.pipeline import describe_payload
+
+    try:
+        named_by_stream = describe_payload(getattr(result, "payload", b"") or b"").get("model")
+    except Exception:  # noqa: BLE001 - a stream that decoded has a readable header; be safe anyway
+        named_by_stream = None
+    if isinstance(named_by_stream, str) and named_by_stream:
+        return named_by_stream
     decoded_by = (getattr(getattr(result, "image", None), "metadata", None) or {}).get("codec")
     if isinstance(decoded_by, str) and decoded_by:
         return decoded_by
