@@ -80,17 +80,27 @@ def test_default_at_native_depth_meets_the_reference(codec, rg1):
 
 
 def test_native_coder_takes_over_where_the_lossy_ladder_ends(codec, rg1):
-    # A 10-bit image (RG3): JPEG 2000 at 16/30 bpp is nearly exact there; the default falls back
+    # A 10-bit image (RG3): JPEG 2000 at 16/30 bpp is nearly exact there. The full ladder
+    # (1..46) reaches it; a ladder cut at 16 (rsc2's range) does not, and the default falls back
     # to the native-depth coder, whose bound keeps it no worse than the reference.
+    import copy
+
+    from radseal.codec.default_rate import compress_default
+
+    short = copy.copy(codec)
+    short.num_qualities = 16
     rg3 = read_image(sample_path("RG3"))
     crop = rg3.with_pixels(np.ascontiguousarray(rg3.pixels[400:912, 1200:1712]))
     target = squared_error(crop.pixels, jpeg2000_at_ratio(crop.pixels, crop.bits_stored)[1])
-    top = codec.decompress(codec.compress(crop, quality=codec.qualities[-1]))
-    if squared_error(crop.pixels, top.pixels) <= target:
-        pytest.skip("the lossy ladder reaches JPEG 2000 on this crop: nothing to fall back from")
-    out = codec.decompress(codec.compress(crop))
+    top = short.decompress(short.compress(crop, quality=16))
+    assert squared_error(crop.pixels, top.pixels) > target, "quality 16 already reaches JPEG 2000 here"
+    out = short.decompress(compress_default(short, crop))
     assert out.metadata.get("max_error") is not None
     assert squared_error(crop.pixels, out.pixels) <= target
+    # the full ladder meets the reference with a lossy stream
+    full = codec.decompress(codec.compress(crop))
+    assert full.metadata.get("max_error") is None
+    assert squared_error(crop.pixels, full.pixels) <= target
 
 
 def test_constant_and_tiny_images(codec):

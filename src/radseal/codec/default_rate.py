@@ -87,12 +87,36 @@ def compress_default(codec, img, ratio: float = REFERENCE_RATIO) -> bytes:
 
     if target is None:
         return at(qs[-1])[0]
-    if at(qs[-1])[1] > target:
-        return _native_meeting(codec, img, target) or at(qs[-1])[0]
-    lo, hi = 0, len(qs) - 1  # qs[hi] meets the target; find the lowest that does
+    def meets(i: int) -> bool:
+        return at(qs[i])[1] <= target
+
+    # Galloping search from the old fixed default, then bisection: the lowest quality that meets
+    # the target (squared error falls with quality). High qualities are the costly encodes, so
+    # the search only climbs as far as it must.
+    last = len(qs) - 1
+    start = min(max(qs.index(codec.default_quality) if codec.default_quality in qs else 0, 0), last)
+    step = 1
+    if meets(start):
+        lo, hi = 0, start
+        while hi > 0:
+            j = max(hi - step, 0)
+            if not meets(j):
+                lo = j + 1
+                break
+            hi, step = j, step * 2
+    else:
+        lo, i = start + 1, start
+        while True:
+            if i == last:  # not even the top quality meets it
+                return _native_meeting(codec, img, target) or at(qs[last])[0]
+            j = min(i + step, last)
+            if meets(j):
+                hi = j
+                break
+            lo, i, step = j + 1, j, step * 2
     while lo < hi:
         mid = (lo + hi) // 2
-        if at(qs[mid])[1] <= target:
+        if meets(mid):
             hi = mid
         else:
             lo = mid + 1
