@@ -1002,8 +1002,18 @@ static void seq_stretch_init(void) {
 #define SEQ_MIXLR 1
 #endif
 #define SEQ_MIXSETS (SEQ_NMODELS * SEQ_ZOWN * 4 * 2) /* second half: the "magnitude > 1" mixer */
+/* Format 1: an adaptive probability map (APM, secondary estimation as in the PAQ family)
+ * replaces the mixer's output by a learned function of it under a second context: 33
+ * interpolation nodes over the stretched probability, per (model x brightness of the
+ * low-pass band over the coefficient, 8 classes x own activity, 8 x parent nonzero);
+ * the nearer node learns at rate 1/128. The brightness the mixer's views lack
+ * (X-ray noise grows with the signal) enters here without diluting their contexts. */
+#define SEQ_APM_SETS 128
+#define SEQ_APM_N (SEQ_NMODELS * SEQ_APM_SETS)
+#define SEQ_APM_RATE 7
 typedef struct {
     int32_t w[SEQ_MIXSETS][SEQ_NMIX + 1]; /* Q16 */
+    uint16_t apm[2][SEQ_APM_N][33];        /* P(bit = 1) in 1/65536: significance, "magnitude > 1" */
 } SeqMixer;
 static void seq_mixer_init(SeqMixer *mx) {
     for (int i = 0; i < SEQ_MIXSETS; i++) {
@@ -1012,6 +1022,23 @@ static void seq_mixer_init(SeqMixer *mx) {
         mx->w[i][2] = 22000;
         mx->w[i][3] = 0;
     }
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < SEQ_APM_N; i++)
+            for (int j = 0; j < 33; j++) mx->apm[k][i][j] = (uint16_t)(seq_squash((j - 16) * 128) * 16);
+}
+/* P(bit = 0) from the mixer's p0 through APM set `set` of kind k; *node receives the node to update. */
+static inline uint32_t seq_apm_p(const SeqMixer *mx, int k, int set, uint32_t p0, int *node) {
+    int s = seq_st_t[(65536 - p0) >> 4] + 2048; /* 1..4095 */
+    int lo = s >> 7, f = s & 127;
+    const uint16_t *t = mx->apm[k][set];
+    *node = lo + (f >= 64);
+    uint32_t q0 = 65536 - (((uint32_t)t[lo] * (128 - f) + (uint32_t)t[lo + 1] * f + 64) >> 7);
+    return q0 < PROB_MIN ? PROB_MIN : (q0 > PROB_MAX ? PROB_MAX : q0);
+}
+static inline void seq_apm_update(SeqMixer *mx, int k, int set, int node, int bit) {
+    uint16_t *t = &mx->apm[k][set][node];
+    if (bit) *t += (65535 - *t) >> SEQ_APM_RATE;
+    else *t -= *t >> SEQ_APM_RATE;
 }
 /* P(bit = 0) in 1/65536 from the two models' estimates; st[] receives the inputs for the update. */
 static inline uint32_t seq_mix_p(const SeqMixer *mx, int set, const Bit *a, const Bit *b, const Bit *c, int *st) {
@@ -1082,7 +1109,7 @@ static inline uint32_t seq_cost(const Bit *m, int bit) {
  * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
  * lam: squared steps per bit, in 1/256. */
 static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
-                    const int32_t *keep, int32_t lam, int32_t *trc) {
+                    const int32_t *keep, int32_t lam, int32_t *trc, int fmt) {
     /* low-pass band */
     {
         const int32_t h = g->h[0], w = g->w[0];
@@ -1129,7 +1156,16 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                 Bit *za = &zb[zc], *zb2 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + zc2];
                 int mset = seq_model(g, b) * SEQ_ZOWN * 4 + zm;
                 Bit *zb3 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + c];
-                uint32_t pz0 = seq_mix_p(mx, mset, za, zb2, zb3, st);
+                uint32_t pm0 = seq_mix_p(mx, mset, za, zb2, zb3, st), pz0 = pm0;
+                int aset = 0, anode = 0;
+                if (fmt >= 1) {
+                    int lv = (b - 1) / 3, ab = zm >> 2;
+                    int32_t L = seq_at(v + g->off[0], g->h[0], g->w[0], y >> lv, x >> lv);
+                    int br = (int)(((int64_t)L - g->ll_min) * 8 / ((int64_t)g->ll_max - g->ll_min + 1));
+                    br = br < 0 ? 0 : (br > 7 ? 7 : br);
+                    aset = seq_model(g, b) * SEQ_APM_SETS + br * 16 + (ab > 7 ? 7 : ab) * 2 + (zc % 3 > 0);
+                }
+                if (fmt >= 1) pz0 = seq_apm_p(mx, 0, aset, pm0, &anode);
                 size_t i = (size_t)y * w + x;
                 if (trc) {
                     int32_t *t = trc + SEQ_TRACE * (g->off[b] + i);
@@ -1157,20 +1193,24 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     bit_update(za, val != 0);
                     bit_update(zb2, val != 0);
                     bit_update(zb3, val != 0);
-                    seq_mix_update(mx, mset, st, pz0, val != 0);
+                    seq_mix_update(mx, mset, st, pm0, val != 0);
+                    if (fmt >= 1) seq_apm_update(mx, 0, aset, anode, val != 0);
                     if (val) {
                         put_bit(enc, &m->b[OFF_SIGN + sc], val < 0);
                         /* magnitude > 1: mixed like significance, then |v| - 2 by the integer coder */
                         int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
                         Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
                         Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
-                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        uint32_t gm0 = seq_mix_p(mx, gset, g1, g2, g3, st2), pg0 = gm0;
+                        int gnode = 0;
+                        if (fmt >= 1) pg0 = seq_apm_p(mx, 1, aset, gm0, &gnode);
                         int big = abs(val) > 1;
                         put_bit_p(enc, pg0, big);
                         bit_update(g1, big);
                         bit_update(g2, big);
                         bit_update(g3, big);
-                        seq_mix_update(mx, gset, st2, pg0, big);
+                        seq_mix_update(mx, gset, st2, gm0, big);
+                        if (fmt >= 1) seq_apm_update(mx, 1, aset, gnode, big);
                         if (big) put_int(enc, m, c, 0, (uint32_t)abs(val) - 2, 0, 1);
                     }
                 } else {
@@ -1179,18 +1219,22 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     bit_update(za, sig);
                     bit_update(zb2, sig);
                     bit_update(zb3, sig);
-                    seq_mix_update(mx, mset, st, pz0, sig);
+                    seq_mix_update(mx, mset, st, pm0, sig);
+                    if (fmt >= 1) seq_apm_update(mx, 0, aset, anode, sig);
                     if (sig) {
                         int s = get_bit(dec, &m->b[OFF_SIGN + sc]);
                         int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
                         Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
                         Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
-                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        uint32_t gm0 = seq_mix_p(mx, gset, g1, g2, g3, st2), pg0 = gm0;
+                        int gnode = 0;
+                        if (fmt >= 1) pg0 = seq_apm_p(mx, 1, aset, gm0, &gnode);
                         int big = get_bit_p(dec, pg0);
                         bit_update(g1, big);
                         bit_update(g2, big);
                         bit_update(g3, big);
-                        seq_mix_update(mx, gset, st2, pg0, big);
+                        seq_mix_update(mx, gset, st2, gm0, big);
+                        if (fmt >= 1) seq_apm_update(mx, 1, aset, gnode, big);
                         uint32_t mag = big ? get_int(dec, m, c, 0, &neg, 1) + 2 : 1;
                         if (mag >= (1u << EMAX)) return -3;
                         B[i] = s ? -(int32_t)mag : (int32_t)mag;
@@ -1225,8 +1269,8 @@ static IntModel *seq_models(void) {
  * -> (bytes, final symbols int32 bytes) */
 static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     Py_buffer vb, sb, rb, kb;
-    int lam = 0;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*i", &vb, &sb, &rb, &kb, &lam)) return NULL;
+    int lam = 0, fmt = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*i|i", &vb, &sb, &rb, &kb, &lam, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     int32_t *v = NULL;
@@ -1249,7 +1293,7 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     seq_cost_init();
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL, fmt);
     if (rc == 0) enc_flush(&enc);
     Py_END_ALLOW_THREADS
     if (rc == -2) {
@@ -1275,7 +1319,8 @@ done:
 /* seq_decode(payload, shapes int32) -> bytes of int32 symbols; ValueError on a damaged stream. */
 static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     Py_buffer db, sb;
-    if (!PyArg_ParseTuple(args, "y*y*", &db, &sb)) return NULL;
+    int fmt = 0;
+    if (!PyArg_ParseTuple(args, "y*y*|i", &db, &sb, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     SeqGeom g;
@@ -1293,7 +1338,7 @@ static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, 0, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, 0, NULL, fmt);
     Py_END_ALLOW_THREADS
     if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
         Py_DECREF(out);
@@ -1332,7 +1377,7 @@ static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, 0, trc);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, 0, trc, 0);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "could not code these symbols");
         goto done;

@@ -134,7 +134,9 @@ def test_damaged_payloads_fail_cleanly(codec, rg1_crop):
     h, w = header.height, header.width
     rng = np.random.default_rng(1)
     failures = 0
-    cases = [payload[:-1], payload[: len(payload) // 2], payload + b"\0", b"\x01" + payload[1:], payload[:10]]
+    cases = [payload[:-1], payload[: len(payload) // 2], payload + b"\0", payload[:10]]
+    # an unknown format, and a format-1 payload read as format 0
+    cases += [b"\x02" + payload[1:], b"\xff" + payload[1:], b"\x00" + payload[1:]]
     for _ in range(30):
         b = bytearray(payload)
         i = int(rng.integers(0, len(b)))

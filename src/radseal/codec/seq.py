@@ -20,11 +20,16 @@ probabilities (the decoder sees the decision, as later contexts do).
 
 Payload (inside the usual ``RSLC`` container)::
 
-    1 byte    format (0)
+    1 byte    format (0 or 1)
     2 x B     per band, the reconstruction offsets of magnitude 1 and of
               magnitudes >= 2 within their bin, in 1/256 of a step (uint8)
-    4 bytes   CRC-32 of the offsets, then the decoded symbols (int32, little-endian, coding order)
+    ...       format 1 only: the loop filter (:mod:`radseal.codec.loopfilter`)
+    4 bytes   CRC-32 of the bytes between the format byte and the CRC, then the
+              decoded symbols (int32, little-endian, coding order)
     ...       the engine's coefficient stream
+
+Format 0 (the first rsc3) has no loop filter; both decode. The encoder writes
+format 1.
 
 Everything the decoder does up to the symbols is integer arithmetic; the
 dequantization and inverse transform are float and touch only pixels.
@@ -37,13 +42,17 @@ import zlib
 
 import numpy as np
 
-from radseal.codec import wavelet
+from radseal.codec import loopfilter, wavelet
 from radseal.codec.api import Codec
 from radseal.codec.errors import BitstreamError, CodecError
 from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel
 
 MODEL_ID = "rsc3-cdf97-seq"
-FORMAT = 0
+#: the payload format the encoder writes; FORMATS are those the decoder reads
+FORMAT = 1
+FORMATS = (0, 1)
+#: loop filter classes (activity, direction); None: no filter (format 0 has none)
+LOOP_FILTER = {"act_classes": 4, "directions": 1}
 #: squared quantizer steps per bit (the high-rate value 2 ln 2 / 12 = 0.116 is what rsc2 uses)
 RDO_LAMBDA = 0.116
 
@@ -95,20 +104,27 @@ class SeqCodec(Codec):
     family = "seq"
     num_qualities = NUM_QUALITIES
 
-    def __init__(self, model: SubbandModel, model_id: str = MODEL_ID, info: dict | None = None, rdo: bool = True):
+    def __init__(self, model: SubbandModel, model_id: str = MODEL_ID, info: dict | None = None, rdo: bool = True,
+                 loop_filter: dict | None = LOOP_FILTER, fmt: int = FORMAT):
         super().__init__(model_id, info)
         self.model = model
         self.rdo = rdo
+        self.loop_filter = loop_filter
+        if fmt not in FORMATS:
+            raise CodecError(f"unknown rsc3 payload format {fmt}")
+        self.format = fmt
 
     @classmethod
     def from_state(cls, state, model_id: str, info: dict | None = None) -> "SeqCodec":
         return cls(SubbandModel(state), model_id, info)
 
     def _analyse(self, x01: np.ndarray):
-        return self.model.analyse(x01)
+        return _State(self.model.analyse(x01), x01)
 
-    def encode_symbols(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int) -> tuple[bytes, np.ndarray]:
-        """(payload, final symbols in coding order) for one quality."""
+    def encode_symbols(self, coeffs: wavelet.Pyramid, height: int, width: int, quality: int,
+                       x01: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+        """(payload, final symbols in coding order) for one quality; with the original pixels
+        ``x01`` (0..1) the loop filter is fitted and sent."""
         m = self.model
         q = m.quantize(coeffs, quality)
         ll_step, steps = m.band_steps(quality, len(coeffs.details))
@@ -133,39 +149,65 @@ class SeqCodec(Codec):
         else:
             rdo, keep_b, lam = np.zeros(0, np.int32), np.zeros(0, np.int32), 0
         try:
-            stream, final = eng.seq_encode(sym.tobytes(), shp.tobytes(), rdo.tobytes(), (keep if rdo.size else keep_b).tobytes(), lam)
+            stream, final = eng.seq_encode(sym.tobytes(), shp.tobytes(), rdo.tobytes(), (keep if rdo.size else keep_b).tobytes(), lam, self.format)
         except ValueError as exc:
             raise CodecError(f"cannot code this image: {exc}") from None
         final = np.frombuffer(final, dtype=np.int32)
         offs = bytearray()
         for b, (bu, bs) in enumerate(zip(bands_u, unflatten(final, shapes))):
             offs += bytes(_offsets(bu, bs, m.rounding)) if b else bytes(2)
-        crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(bytes(offs))) & 0xFFFFFFFF)
-        return bytes([FORMAT]) + bytes(offs) + crc + stream, final
+        side = bytes(offs)
+        fmt = self.format
+        if fmt >= 1:
+            params = None
+            if x01 is not None and self.loop_filter is not None:
+                y = self.reconstruct(final, np.frombuffer(side, np.uint8).reshape(-1, 2), height, width, quality)
+                params = loopfilter.fit(y, x01.astype(np.float32) * np.float32(PIXEL_SCALE), **self.loop_filter)
+            side += loopfilter.encode_params(params)
+        crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(side)) & 0xFFFFFFFF)
+        return bytes([fmt]) + side + crc + stream, final
 
-    def _encode(self, coeffs, height: int, width: int, quality: int) -> bytes:
-        return self.encode_symbols(coeffs, height, width, quality)[0]
+    def _encode(self, state, height: int, width: int, quality: int) -> bytes:
+        if isinstance(state, _State):
+            return self.encode_symbols(state.coeffs, height, width, quality, state.x01)[0]
+        return self.encode_symbols(state, height, width, quality)[0]
 
     def read_symbols(self, payload: bytes, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(symbols in coding order, per band (offset 1, offset >= 2)) of a payload, every check applied."""
+        return self.read_payload(payload, height, width)[:2]
+
+    def read_payload(self, payload: bytes, height: int, width: int):
+        """(symbols, offsets, loop filter parameters or None) of a payload, every check applied."""
         shapes = band_shapes(height, width)
-        head = 1 + 2 * len(shapes) + 4
-        if len(payload) < head or payload[0] != FORMAT:
+        head = 1 + 2 * len(shapes)
+        if len(payload) < head + 4 or payload[0] not in FORMATS:
             raise BitstreamError("sequential wavelet payload is truncated or of an unknown format")
-        offs = np.frombuffer(payload[1 : 1 + 2 * len(shapes)], dtype=np.uint8).reshape(-1, 2)
+        offs = np.frombuffer(payload[1:head], dtype=np.uint8).reshape(-1, 2)
+        params = None
+        if payload[0] >= 1:
+            params, head = loopfilter.decode_params(payload, head)
+        head += 4
+        if len(payload) < head:
+            raise BitstreamError("sequential wavelet payload is truncated or of an unknown format")
+        side = payload[1 : head - 4]
         crc = payload[head - 4 : head]
         shp = np.asarray(shapes, dtype=np.int32).ravel()
         try:
-            raw = engine().seq_decode(payload[head:], shp.tobytes())
+            raw = engine().seq_decode(payload[head:], shp.tobytes(), payload[0])
         except ValueError as exc:
             raise BitstreamError(f"entropy-coded payload rejected: {exc}") from None
         sym = np.frombuffer(raw, dtype=np.int32)
-        if struct.pack("<I", zlib.crc32(raw, zlib.crc32(offs.tobytes())) & 0xFFFFFFFF) != crc:
+        if struct.pack("<I", zlib.crc32(raw, zlib.crc32(side)) & 0xFFFFFFFF) != crc:
             raise BitstreamError("entropy-coded payload did not decode cleanly (corrupted)")
-        return sym, offs
+        return sym, offs, params
 
     def _decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
-        sym, offs = self.read_symbols(payload, height, width)
+        sym, offs, params = self.read_payload(payload, height, width)
+        y = self.reconstruct(sym, offs, height, width, quality)
+        return loopfilter.apply(y, params) / PIXEL_SCALE
+
+    def reconstruct(self, sym: np.ndarray, offs: np.ndarray, height: int, width: int, quality: int) -> np.ndarray:
+        """Dequantized, inverse-transformed pixels on the 0..255 scale (before the loop filter)."""
         m = self.model
         shapes = band_shapes(height, width)
         bands = unflatten(sym, shapes)
@@ -184,4 +226,13 @@ class SeqCodec(Codec):
                 out[o] = np.where(mag > 0, np.copysign(level, s), np.float32(0)).astype(np.float32)
             details.append(out)
         ll = (bands[0].astype(np.float64) * ll_step).astype(np.float32)
-        return wavelet.inverse(wavelet.Pyramid(ll=ll, details=details)) / PIXEL_SCALE
+        return wavelet.inverse(wavelet.Pyramid(ll=ll, details=details))
+
+
+class _State:
+    """What ``_analyse`` keeps for every quality: the transform and the pixels (for the loop filter)."""
+
+    __slots__ = ("coeffs", "x01")
+
+    def __init__(self, coeffs: wavelet.Pyramid, x01: np.ndarray):
+        self.coeffs, self.x01 = coeffs, x01
