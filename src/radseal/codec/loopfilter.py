@@ -6,22 +6,24 @@ centre tap is implied so that the filter keeps the mean), one per class of
 pixels; it quantizes the coefficients to integers and sends them; the decoder
 applies them after the inverse transform::
 
-    out(p) = y(p) + sum_k c_k * (y(p + d_k) + y(p - d_k) - 2 y(p)) / 2**shift
+    out(p) = y(p) + sum_k c_k * (y(p + d_k) + y(p - d_k) - 2 y(p)) / 2**s
 
-Classes (as ALF's) come from the decoded image only: a pixel's local activity
-(its Laplacian magnitude summed over a 5 x 5 window), split by thresholds that
-the encoder picks as quantiles and sends, crossed with which of the horizontal
-or vertical Laplacian dominates. A class whose quantized filter does not lower
-the squared error is sent as all zeros (off).
+Classes come from the decoded image only: a pixel's local activity (its
+Laplacian magnitude summed over a 5 x 5 window) split by 0, 1 or 3 thresholds
+(quantiles the encoder picks and sends), crossed or not with the pixel's phase
+on the 2 x 2 lattice (CDF 9/7 synthesizes even and odd samples with different
+filters, so their best corrections differ). The encoder tries six layouts and
+keeps the one with the lowest squared error + lambda x bits, or none; a class
+whose quantized filter does not lower the squared error is sent as zeros (off).
 
 Only pixels see this module: it runs after the integer parse, in float32 on
 the 0..255 scale the transform works in. Payload (``encode_params``)::
 
     1 byte    activity classes A (0: no filter, nothing follows)
-    1 byte    direction classes D (1 or 2)
-    A-1 bytes activity thresholds, round(16 * log2(1 + t))
-    1 byte    shift
-    A*D*12    coefficients (int8)
+    1 byte    phase classes P (1 or 4)
+    A-1 bytes activity thresholds t, as round(16 * log2(1 + t))
+    A*P x     per class: a shift s (1 byte), then 12 coefficients c (int8)
+    13 bytes
 """
 
 from __future__ import annotations
@@ -49,13 +51,16 @@ def _features(yp: np.ndarray, r0: int, r1: int, width: int) -> np.ndarray:
 
 
 def _box(a: np.ndarray, r: int) -> np.ndarray:
-    """Sum over a (2r+1)^2 window (edge-replicated)."""
-    p = np.pad(a, r, mode="edge").astype(np.float64)
-    s = np.cumsum(np.cumsum(p, axis=0), axis=1)
-    s = np.pad(s, ((1, 0), (1, 0)))
-    n = 2 * r + 1
+    """Sum over a (2r+1)^2 window (edge-replicated), separably."""
     h, w = a.shape
-    return (s[n : n + h, n : n + w] - s[:h, n : n + w] - s[n : n + h, :w] + s[:h, :w]).astype(np.float32)
+    p = np.pad(a, r, mode="edge")
+    rows = p[: h, :].copy()
+    for d in range(1, 2 * r + 1):
+        rows += p[d : d + h, :]
+    out = rows[:, :w].copy()
+    for d in range(1, 2 * r + 1):
+        out += rows[:, d : d + w]
+    return out
 
 
 def activity(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +81,15 @@ def _threshold(code: int) -> float:
     return float(2 ** (code / 16) - 1)
 
 
-def classes(y: np.ndarray, thresholds: list[int], directions: int) -> np.ndarray:
-    act, vert = activity(y)
+def classes(y: np.ndarray, thresholds: list[int], phases: int, act=None) -> np.ndarray:
+    """Per pixel: activity class (by the thresholds) x, with 4 phases, its position on the 2 x 2
+    lattice (the wavelet's even and odd samples are synthesized by different filters)."""
+    act = activity(y)[0] if act is None else act[0]
     cls = np.zeros(y.shape, dtype=np.int32)
     for code in thresholds:
         cls += act > _threshold(code)
-    if directions == 2:
-        cls = cls * 2 + vert
+    if phases == 4:
+        cls = cls * 4 + _phase(y.shape)
     return cls
 
 
@@ -91,58 +98,92 @@ def _pad(y: np.ndarray) -> np.ndarray:
     return np.pad(y.astype(np.float32), PAD, mode=mode)
 
 
-def fit(y: np.ndarray, x: np.ndarray, act_classes: int = 1, directions: int = 1, max_shift: int = 10):
+def _phase(shape) -> np.ndarray:
+    return (np.arange(shape[0])[:, None] % 2) * 2 + np.arange(shape[1])[None, :] % 2
+
+
+#: the class layouts the encoder tries: (activity classes, 1 or 4 phase classes)
+LAYOUTS = ((1, 1), (1, 4), (2, 1), (2, 4), (4, 1), (4, 4))
+
+
+def fit(y: np.ndarray, x: np.ndarray, lam: float = 0.0, layouts=LAYOUTS, max_shift: int = 10):
     """Parameters (see ``encode_params``) of the filter that best maps decoded ``y`` to original ``x``
-    (both on the same scale), or None when no class gains."""
+    (both on the same scale), or None when none pays for itself.
+
+    The normal equations are gathered once for 4 activity x 4 phase classes; each layout in
+    ``layouts`` merges them, solves, quantizes, keeps the classes whose squared-error saving
+    exceeds ``lam`` (squared error per bit) times their bits, and the layout with the lowest
+    squared error + lam x bits wins."""
     h, w = y.shape
     if h < 2 or w < 2:
         return None
-    act, _ = activity(y)
-    qs = np.quantile(act, np.arange(1, act_classes) / act_classes) if act_classes > 1 else []
-    thresholds = sorted({_code_threshold(t) for t in qs})
-    cls = classes(y, thresholds, directions)
-    ncls = (len(thresholds) + 1) * directions
+    av = activity(y)
+    t4 = sorted({_code_threshold(t) for t in np.quantile(av[0], [0.25, 0.5, 0.75])})
+    cls = classes(y, t4, 1, av) * 4 + _phase(y.shape)
+    n4 = len(t4) + 1
     yp = _pad(y)
     k = len(TAPS)
-    ata = np.zeros((ncls, k, k))
-    atb = np.zeros((ncls, k))
-    err = (x.astype(np.float32) - y.astype(np.float32))
+    ata = np.zeros((n4 * 4, k, k))
+    atb = np.zeros((n4 * 4, k))
+    err = x.astype(np.float32) - y.astype(np.float32)
     for r0 in range(0, h, STRIP):
         r1 = min(h, r0 + STRIP)
         f = _features(yp, r0, r1, w).reshape(k, -1)
-        c = cls[r0:r1].ravel()
+        c = cls[r0:r1].ravel().astype(np.uint8)
         e = err[r0:r1].ravel()
+        order = np.argsort(c, kind="stable")
+        f, e = f[:, order], e[order]
+        bounds = np.searchsorted(c[order], np.arange(n4 * 4 + 1))
+        for j in range(n4 * 4):
+            a, b = bounds[j], bounds[j + 1]
+            if b > a:
+                ata[j] += (f[:, a:b] @ f[:, a:b].T).astype(np.float64)
+                atb[j] += (f[:, a:b] @ e[a:b]).astype(np.float64)
+    best, best_j = None, lam * 8.0  # no filter: one byte
+    for acts, phases in layouts:
+        if acts > n4 or (acts == 2 and n4 != 4):
+            continue
+        thresholds = [] if acts == 1 else ([t4[1]] if acts == 2 else t4)
+        group = np.arange(n4) * acts // n4  # fine activity class -> this layout's
+        ncls = acts * phases
+        A = np.zeros((ncls, k, k))
+        B = np.zeros((ncls, k))
+        for j in range(n4 * 4):
+            t = group[j // 4] * phases + (j % 4 if phases == 4 else 0)
+            A[t] += ata[j]
+            B[t] += atb[j]
+        ints = np.zeros((ncls, k), dtype=np.int64)
+        shifts = np.zeros(ncls, dtype=np.int64)
+        saved = 0.0
         for j in range(ncls):
-            sel = c == j
-            if sel.any():
-                fj = f[:, sel].astype(np.float64)
-                ata[j] += fj @ fj.T
-                atb[j] += fj @ e[sel]
-    coef = np.zeros((ncls, k))
-    for j in range(ncls):
-        if np.trace(ata[j]) > 0:
-            coef[j] = np.linalg.solve(ata[j] + 1e-6 * np.trace(ata[j]) / k * np.eye(k), atb[j])
-    big = float(np.abs(coef).max())
-    if big == 0:
-        return None
-    shift = int(np.clip(np.floor(np.log2(127.0 / big)), 0, max_shift))
-    ints = np.clip(np.rint(coef * 2**shift), -127, 127).astype(np.int64)
-    # keep a class only where its quantized filter lowers the squared error: c^T A c - 2 c^T b < 0
-    for j in range(ncls):
-        cq = ints[j] / 2**shift
-        if cq @ ata[j] @ cq - 2 * cq @ atb[j] >= 0:
-            ints[j] = 0
-    if not ints.any():
-        return None
-    return {"thresholds": thresholds, "directions": directions, "shift": shift, "coef": ints}
+            tr = np.trace(A[j])
+            if tr <= 0:
+                continue
+            coef = np.linalg.solve(A[j] + 1e-6 * tr / k * np.eye(k), B[j])
+            big = float(np.abs(coef).max())
+            if big == 0:
+                continue
+            shifts[j] = int(np.clip(np.floor(np.log2(127.0 / big)), 0, max_shift))
+            ints[j] = np.clip(np.rint(coef * 2.0 ** shifts[j]), -127, 127)
+            cq = ints[j] / 2.0 ** shifts[j]
+            gain = 2 * cq @ B[j] - cq @ A[j] @ cq  # squared error saved by this class's filter
+            if gain > 0:
+                saved += gain
+            else:
+                ints[j] = 0  # an all-zero class is off (its bytes are sent all the same)
+        cost = lam * 8.0 * (2 + len(thresholds) + ncls * (1 + k)) - saved
+        if ints.any() and cost < best_j:
+            best_j = cost
+            best = {"thresholds": thresholds, "phases": phases, "shifts": shifts, "coef": ints}
+    return best
 
 
 def encode_params(params) -> bytes:
     if params is None:
         return bytes([0])
     t = params["thresholds"]
-    out = bytes([len(t) + 1, params["directions"]]) + bytes(t) + bytes([params["shift"]])
-    return out + params["coef"].astype(np.int8).tobytes()
+    out = bytes([len(t) + 1, params["phases"]]) + bytes(t)
+    return out + b"".join(bytes([int(s)]) + c.astype(np.int8).tobytes() for s, c in zip(params["shifts"], params["coef"]))
 
 
 def decode_params(data: bytes, pos: int):
@@ -157,21 +198,22 @@ def decode_params(data: bytes, pos: int):
         return None, pos + 1
     need(2)
     d = data[pos + 1]
-    if a > 16 or d not in (1, 2):
+    if a > 16 or d not in (1, 4):
         raise BitstreamError("sequential wavelet payload has a malformed loop filter")
     pos += 2
-    need(a - 1 + 1)
+    need(a - 1)
     thresholds = list(data[pos : pos + a - 1])
     if thresholds != sorted(set(thresholds)):
         raise BitstreamError("sequential wavelet payload has a malformed loop filter")
-    shift = data[pos + a - 1]
-    if shift > 15:
-        raise BitstreamError("sequential wavelet payload has a malformed loop filter")
-    pos += a
-    n = a * d * len(TAPS)
+    pos += a - 1
+    n = a * d * (1 + len(TAPS))
     need(n)
-    coef = np.frombuffer(data[pos : pos + n], dtype=np.int8).astype(np.int64).reshape(a * d, len(TAPS))
-    return {"thresholds": thresholds, "directions": d, "shift": shift, "coef": coef}, pos + n
+    rows = np.frombuffer(data[pos : pos + n], dtype=np.uint8).reshape(a * d, 1 + len(TAPS))
+    shifts = rows[:, 0].astype(np.int64)
+    if (shifts > 15).any():
+        raise BitstreamError("sequential wavelet payload has a malformed loop filter")
+    coef = rows[:, 1:].copy().view(np.int8).astype(np.int64)
+    return {"thresholds": thresholds, "phases": d, "shifts": shifts, "coef": coef}, pos + n
 
 
 def apply(y: np.ndarray, params) -> np.ndarray:
@@ -181,16 +223,16 @@ def apply(y: np.ndarray, params) -> np.ndarray:
     h, w = y.shape
     if h < 2 or w < 2:
         return y
-    cls = classes(y, params["thresholds"], params["directions"])
-    coef = (params["coef"] / 2 ** params["shift"]).astype(np.float32)
+    cls = classes(y, params["thresholds"], params["phases"])
+    coef = (params["coef"] / 2.0 ** params["shifts"][:, None]).astype(np.float32)
     yp = _pad(y)
     out = y.astype(np.float32).copy()
     for r0 in range(0, h, STRIP):
         r1 = min(h, r0 + STRIP)
         f = _features(yp, r0, r1, w)
-        corr = np.einsum("ck,krw->crw", coef, f) if len(coef) > 1 else coef[0] @ f.reshape(len(TAPS), -1)
-        if len(coef) > 1:
-            out[r0:r1] += np.take_along_axis(corr, cls[r0:r1][None], axis=0)[0]
-        else:
-            out[r0:r1] += corr.reshape(r1 - r0, w)
+        c = cls[r0:r1]
+        corr = np.zeros((r1 - r0, w), dtype=np.float32)
+        for k in range(len(TAPS)):
+            corr += coef[:, k][c] * f[k]
+        out[r0:r1] += corr
     return out

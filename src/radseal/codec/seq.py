@@ -51,8 +51,8 @@ MODEL_ID = "rsc3-cdf97-seq"
 #: the payload format the encoder writes; FORMATS are those the decoder reads
 FORMAT = 1
 FORMATS = (0, 1)
-#: loop filter classes (activity, direction); None: no filter (format 0 has none)
-LOOP_FILTER = {"act_classes": 4, "directions": 1}
+#: loop filter options (loopfilter.fit's keywords); None: no filter (format 0 has none)
+LOOP_FILTER: dict | None = {}
 #: squared quantizer steps per bit (the high-rate value 2 ln 2 / 12 = 0.116 is what rsc2 uses)
 RDO_LAMBDA = 0.116
 
@@ -162,7 +162,8 @@ class SeqCodec(Codec):
             params = None
             if x01 is not None and self.loop_filter is not None:
                 y = self.reconstruct(final, np.frombuffer(side, np.uint8).reshape(-1, 2), height, width, quality)
-                params = loopfilter.fit(y, x01.astype(np.float32) * np.float32(PIXEL_SCALE), **self.loop_filter)
+                lam = RDO_LAMBDA * float(m.steps[quality - 1]) ** 2  # squared error per bit, pixel domain
+                params = loopfilter.fit(y, x01.astype(np.float32) * np.float32(PIXEL_SCALE), lam, **self.loop_filter)
             side += loopfilter.encode_params(params)
         crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(side)) & 0xFFFFFFFF)
         return bytes([fmt]) + side + crc + stream, final
