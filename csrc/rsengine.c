@@ -1103,13 +1103,31 @@ static inline uint32_t seq_cost(const Bit *m, int bit) {
     return seq_cost_table[p >> 4];
 }
 
+/* Bits (1/256) put_int would spend on v >= 0 without a sign, under context c (encoder only). */
+static uint32_t seq_int_cost(const IntModel *m, int c, uint32_t v) {
+    uint32_t bits = seq_cost(&m->b[OFF_ZERO + c], v != 0);
+    if (!v) return bits;
+    int ex = bitlen(v) - 1;
+    for (int i = 0; i < ex; i++) bits += seq_cost(&m->b[OFF_EXPO + c * EMAX + i], 1);
+    if (ex < EMAX - 1) bits += seq_cost(&m->b[OFF_EXPO + c * EMAX + ex], 0);
+    if (ex >= 1) {
+        int top = (v >> (ex - 1)) & 1;
+        bits += seq_cost(&m->b[OFF_M1 + c * EMAX + ex], top);
+        if (ex >= 2) bits += seq_cost(&m->b[OFF_M2 + (c * EMAX + ex) * 2 + top], (v >> (ex - 2)) & 1);
+        if (ex > 2) bits += 256u * (uint32_t)(ex - 2);
+    }
+    return bits;
+}
+
 /* The coding loop, shared by encoder (enc, v holds the symbols, may be
  * changed by the rate-distortion choice) and decoder (dec, v written).
  * rdo: per coefficient |c| / step in 1/256 (encoder only, may be NULL);
  * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
+ * keep2 (may be NULL: then no magnitude >= 2 is lowered): per band, where a
+ * magnitude m >= 2 is reconstructed, minus m, in 1/256 step;
  * lam: squared steps per bit, in 1/256. */
 static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
-                    const int32_t *keep, int32_t lam, int32_t *trc, int fmt) {
+                    const int32_t *keep, const int32_t *keep2, int32_t lam, int32_t *trc, int fmt) {
     /* low-pass band */
     {
         const int32_t h = g->h[0], w = g->w[0];
@@ -1178,6 +1196,20 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                 if (enc) {
                     int32_t val = B[i];
                     if (val <= -(1 << EMAX) || val >= (1 << EMAX)) return -2;
+                    if (rdo && keep2 && (val >= 2 || val <= -2)) {
+                        /* lower |v| by one when the squared error that costs is worth less than the bits it saves */
+                        int32_t mg = abs(val);
+                        int64_t u = rdo[g->off[b] + i];
+                        int64_t r1 = (int64_t)mg * 256 + keep2[b], r0 = mg == 2 ? keep[b] : (int64_t)(mg - 1) * 256 + keep2[b];
+                        int64_t more = (u - r0) * (u - r0) - (u - r1) * (u - r1); /* 1/65536 step^2 */
+                        int gs = SEQ_MIXSETS / 2 + mset, sx[SEQ_NMIX + 1], gn = 0;
+                        uint32_t q0 = seq_mix_p(mx, gs, &zb[SEQ_G1 + c], &zb[SEQ_G1 + NCTX + zc2], &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc], sx);
+                        if (fmt >= 1) q0 = seq_apm_p(mx, 1, aset, q0, &gn);
+                        Bit gp = {(uint16_t)q0, (uint16_t)q0, 0};
+                        int64_t bhi = (int64_t)seq_cost(&gp, 1) + seq_int_cost(m, c, (uint32_t)mg - 2);
+                        int64_t blo = mg == 2 ? (int64_t)seq_cost(&gp, 0) : (int64_t)seq_cost(&gp, 1) + seq_int_cost(m, c, (uint32_t)mg - 3);
+                        if (more * 256 < (int64_t)lam * (bhi - blo) * 256) { val += val > 0 ? -1 : 1; B[i] = val; }
+                    }
                     if (rdo && (val == 1 || val == -1)) {
                         /* drop an expensive +-1 when the squared error it saves is worth less than its bits */
                         int64_t u = rdo[g->off[b] + i], k = keep[b];
@@ -1265,7 +1297,8 @@ static IntModel *seq_models(void) {
 #define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
 #define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15))
 
-/* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
+/* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band, optionally
+ * followed by keep2 per band (or empty), lam[, format])
  * -> (bytes, final symbols int32 bytes) */
 static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     Py_buffer vb, sb, rb, kb;
@@ -1278,7 +1311,8 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     enc_init(&enc);
     SeqGeom g;
     if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
-    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4) ||
+    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) ||
+        (kb.len && kb.len != (Py_ssize_t)g.nb * 4 && kb.len != (Py_ssize_t)g.nb * 8) ||
         (rb.len && !kb.len)) {
         PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
         goto done;
@@ -1293,7 +1327,8 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     seq_cost_init();
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL, fmt);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf,
+                  kb.len == (Py_ssize_t)g.nb * 8 ? (const int32_t *)kb.buf + g.nb : NULL, lam, NULL, fmt);
     if (rc == 0) enc_flush(&enc);
     Py_END_ALLOW_THREADS
     if (rc == -2) {
@@ -1338,7 +1373,7 @@ static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, 0, NULL, fmt);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, NULL, 0, NULL, fmt);
     Py_END_ALLOW_THREADS
     if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
         Py_DECREF(out);
@@ -1377,7 +1412,7 @@ static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, 0, trc, 0);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, NULL, 0, trc, 0);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "could not code these symbols");
         goto done;

@@ -105,11 +105,12 @@ class SeqCodec(Codec):
     num_qualities = NUM_QUALITIES
 
     def __init__(self, model: SubbandModel, model_id: str = MODEL_ID, info: dict | None = None, rdo: bool = True,
-                 loop_filter: dict | None = LOOP_FILTER, fmt: int = FORMAT):
+                 loop_filter: dict | None = LOOP_FILTER, fmt: int = FORMAT, rdo_levels: bool = True):
         super().__init__(model_id, info)
         self.model = model
         self.rdo = rdo
         self.loop_filter = loop_filter
+        self.rdo_levels = rdo_levels
         if fmt not in FORMATS:
             raise CodecError(f"unknown rsc3 payload format {fmt}")
         self.format = fmt
@@ -138,9 +139,14 @@ class SeqCodec(Codec):
         u = np.concatenate(u_parts)
         bands_u = unflatten(u, shapes)
         keep = np.zeros(len(shapes), dtype=np.int32)
+        keep2 = np.zeros(len(shapes), dtype=np.int32)  # reconstruction of m >= 2, minus m
         for b, (bu, bs) in enumerate(zip(bands_u, unflatten(sym, shapes))):
             if b:
-                keep[b] = int(round((1.0 - m.rounding) * 256)) + _offsets(bu, bs, m.rounding)[0]
+                o1, o2 = _offsets(bu, bs, m.rounding)
+                keep[b] = int(round((1.0 - m.rounding) * 256)) + o1
+                keep2[b] = int(round(-m.rounding * 256)) + o2
+        if self.rdo_levels:  # the engine may also lower magnitudes >= 2 by one
+            keep = np.concatenate([keep, keep2])
         eng = engine()
         shp = np.asarray(shapes, dtype=np.int32).ravel()
         if self.rdo and RDO_LAMBDA > 0:
