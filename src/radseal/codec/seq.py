@@ -23,7 +23,10 @@ Payload (inside the usual ``RSLC`` container)::
     1 byte    format (0 or 1)
     2 x B     per band, the reconstruction offsets of magnitude 1 and of
               magnitudes >= 2 within their bin, in 1/256 of a step (uint8)
-    ...       format 1 only: the loop filter (:mod:`radseal.codec.loopfilter`)
+    ...       format 1 only: band weights (a count, 0 or the number of levels, then
+              per level, coarsest first, a step multiplier in 1/64; the low-pass
+              band takes the coarsest level's), then the loop filter
+              (:mod:`radseal.codec.loopfilter`)
     4 bytes   CRC-32 of the bytes between the format byte and the CRC, then the
               decoded symbols (int32, little-endian, coding order)
     ...       the engine's coefficient stream
@@ -45,7 +48,7 @@ import numpy as np
 from radseal.codec import loopfilter, wavelet
 from radseal.codec.api import Codec
 from radseal.codec.errors import BitstreamError, CodecError
-from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel
+from radseal.codec.subband import LEVELS, NUM_QUALITIES, PIXEL_SCALE, SubbandModel, quantize
 
 MODEL_ID = "rsc3-cdf97-seq"
 #: the payload format the encoder writes; FORMATS are those the decoder reads
@@ -55,6 +58,44 @@ FORMATS = (0, 1)
 LOOP_FILTER: dict | None = {}
 #: squared quantizer steps per bit (the high-rate value 2 ln 2 / 12 = 0.116 is what rsc2 uses)
 RDO_LAMBDA = 0.116
+
+
+#: format 1: step multipliers per detail level, finest first (the rest 1); None sends none
+BAND_WEIGHTS: tuple | None = None
+
+
+def _weights_bytes(weights, nlev: int) -> bytes:
+    w = [1.0] * nlev
+    for i, v in enumerate(weights[:nlev]):
+        w[nlev - 1 - i] = v  # coarsest first, as the bands are coded
+    return bytes(int(np.clip(round(v * 64), 1, 255)) for v in w)
+
+
+def _encode_weights(weights, nlev: int) -> bytes:
+    """Format 1's band weights field: a count (0 or the number of levels), then per level,
+    coarsest first, its step multiplier in 1/64."""
+    return bytes([0]) if weights is None else bytes([nlev]) + _weights_bytes(weights, nlev)
+
+
+def _decode_weights(payload: bytes, pos: int, nlev: int):
+    if pos >= len(payload):
+        raise BitstreamError("sequential wavelet payload is truncated (band weights)")
+    n = payload[pos]
+    if n == 0:
+        return None, pos + 1
+    if n != nlev or pos + 1 + n > len(payload) or 0 in payload[pos + 1 : pos + 1 + n]:
+        raise BitstreamError("sequential wavelet payload has malformed band weights")
+    return bytes(payload[pos + 1 : pos + 1 + n]), pos + 1 + n
+
+
+def _weighted_steps(m: SubbandModel, quality: int, nlev: int, weights):
+    """The model's steps, each detail level's (and the low-pass band's, by the coarsest level's)
+    multiplied by the signalled weight; ``weights`` is a tuple (finest first) or the field's bytes."""
+    ll_step, steps = m.band_steps(quality, nlev)
+    if weights is None or nlev == 0:
+        return ll_step, steps
+    w = [b / 64.0 for b in (weights if isinstance(weights, bytes) else _weights_bytes(weights, nlev))]
+    return ll_step * w[0], [{o: v * w[i] for o, v in s.items()} for i, s in enumerate(steps)]
 
 
 def engine():
@@ -105,12 +146,14 @@ class SeqCodec(Codec):
     num_qualities = NUM_QUALITIES
 
     def __init__(self, model: SubbandModel, model_id: str = MODEL_ID, info: dict | None = None, rdo: bool = True,
-                 loop_filter: dict | None = LOOP_FILTER, fmt: int = FORMAT, rdo_levels: bool = True):
+                 loop_filter: dict | None = LOOP_FILTER, fmt: int = FORMAT, rdo_levels: bool = True,
+                 band_weights: tuple | None = BAND_WEIGHTS):
         super().__init__(model_id, info)
         self.model = model
         self.rdo = rdo
         self.loop_filter = loop_filter
         self.rdo_levels = rdo_levels
+        self.band_weights = band_weights
         if fmt not in FORMATS:
             raise CodecError(f"unknown rsc3 payload format {fmt}")
         self.format = fmt
@@ -127,8 +170,15 @@ class SeqCodec(Codec):
         """(payload, final symbols in coding order) for one quality; with the original pixels
         ``x01`` (0..1) the loop filter is fitted and sent."""
         m = self.model
-        q = m.quantize(coeffs, quality)
-        ll_step, steps = m.band_steps(quality, len(coeffs.details))
+        weights = self.band_weights if self.format >= 1 else None
+        ll_step, steps = _weighted_steps(m, quality, len(coeffs.details), weights)
+        if weights is None:
+            q = m.quantize(coeffs, quality)
+        else:
+            q = wavelet.Pyramid(
+                ll=np.rint(coeffs.ll / ll_step).astype(np.int64),
+                details=[{o: quantize(d[o], s[o], m.rounding) for o in d} for d, s in zip(coeffs.details, steps)],
+            )
         shapes = band_shapes(height, width)
         sym = flatten(q)
         # |c| / step of every coefficient (1/256), and per band the dead-zone quantizer's offsets
@@ -167,10 +217,10 @@ class SeqCodec(Codec):
         if fmt >= 1:
             params = None
             if x01 is not None and self.loop_filter is not None:
-                y = self.reconstruct(final, np.frombuffer(side, np.uint8).reshape(-1, 2), height, width, quality)
+                y = self.reconstruct(final, np.frombuffer(side, np.uint8).reshape(-1, 2), height, width, quality, weights)
                 lam = RDO_LAMBDA * float(m.steps[quality - 1]) ** 2  # squared error per bit, pixel domain
                 params = loopfilter.fit(y, x01.astype(np.float32) * np.float32(PIXEL_SCALE), lam, **self.loop_filter)
-            side += loopfilter.encode_params(params)
+            side += _encode_weights(weights, len(coeffs.details)) + loopfilter.encode_params(params)
         crc = struct.pack("<I", zlib.crc32(final.astype("<i4").tobytes(), zlib.crc32(side)) & 0xFFFFFFFF)
         return bytes([fmt]) + side + crc + stream, final
 
@@ -184,14 +234,16 @@ class SeqCodec(Codec):
         return self.read_payload(payload, height, width)[:2]
 
     def read_payload(self, payload: bytes, height: int, width: int):
-        """(symbols, offsets, loop filter parameters or None) of a payload, every check applied."""
+        """(symbols, offsets, loop filter parameters or None, band step weights or None) of a
+        payload, every check applied."""
         shapes = band_shapes(height, width)
         head = 1 + 2 * len(shapes)
         if len(payload) < head + 4 or payload[0] not in FORMATS:
             raise BitstreamError("sequential wavelet payload is truncated or of an unknown format")
         offs = np.frombuffer(payload[1:head], dtype=np.uint8).reshape(-1, 2)
-        params = None
+        params, weights = None, None
         if payload[0] >= 1:
+            weights, head = _decode_weights(payload, head, (len(shapes) - 1) // 3)
             params, head = loopfilter.decode_params(payload, head)
         head += 4
         if len(payload) < head:
@@ -206,20 +258,20 @@ class SeqCodec(Codec):
         sym = np.frombuffer(raw, dtype=np.int32)
         if struct.pack("<I", zlib.crc32(raw, zlib.crc32(side)) & 0xFFFFFFFF) != crc:
             raise BitstreamError("entropy-coded payload did not decode cleanly (corrupted)")
-        return sym, offs, params
+        return sym, offs, params, weights
 
     def _decode(self, payload: bytes, height: int, width: int, quality: int) -> np.ndarray:
-        sym, offs, params = self.read_payload(payload, height, width)
-        y = self.reconstruct(sym, offs, height, width, quality)
+        sym, offs, params, weights = self.read_payload(payload, height, width)
+        y = self.reconstruct(sym, offs, height, width, quality, weights)
         return loopfilter.apply(y, params) / PIXEL_SCALE
 
-    def reconstruct(self, sym: np.ndarray, offs: np.ndarray, height: int, width: int, quality: int) -> np.ndarray:
+    def reconstruct(self, sym: np.ndarray, offs: np.ndarray, height: int, width: int, quality: int, weights=None) -> np.ndarray:
         """Dequantized, inverse-transformed pixels on the 0..255 scale (before the loop filter)."""
         m = self.model
         shapes = band_shapes(height, width)
         bands = unflatten(sym, shapes)
         nlev = (len(shapes) - 1) // 3
-        ll_step, steps = m.band_steps(quality, nlev)
+        ll_step, steps = _weighted_steps(m, quality, nlev, weights)
         rnd = np.float32(m.rounding)
         details = []
         for i in range(nlev):
