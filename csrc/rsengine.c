@@ -848,9 +848,14 @@ done:
  * (level from finest, capped at 3) x (hl/lh or hh): 9 IntModels, all
  * starting at p = 1/2 and adapting. The reference rule is in
  * radseal/codec/seq_reference.py.
+ * The payload's format byte reaches the engine as `fmt`: format 0 is the
+ * model above; format 1 adds the adaptive probability map (below) on the
+ * significance and "magnitude > 1" bits. The encoder's rate-distortion
+ * choice (no effect on the parse) may zero a +-1 and, given keep2, lower a
+ * magnitude >= 2 by one.
  */
 #define SEQ_MAXBANDS 64
-#define SEQ_TRACE 5 /* traced values per coefficient: ctx, sign ctx, significance ctx 1 and 2, mixer set */
+#define SEQ_TRACE 6 /* traced values per coefficient: ctx, sign ctx, significance ctx 1 and 2, mixer set, APM set */
 #define SEQ_NMODELS 9
 #define SEQ_ZOWN 10                  /* own-activity classes of the significance context */
 #define SEQ_NBRIGHT 1               /* brightness classes (from the low-pass band) */
@@ -1005,7 +1010,7 @@ static void seq_stretch_init(void) {
 /* Format 1: an adaptive probability map (APM, secondary estimation as in the PAQ family)
  * replaces the mixer's output by a learned function of it under a second context: 33
  * interpolation nodes over the stretched probability, per (model x brightness of the
- * low-pass band over the coefficient, 8 classes x own activity, 8 x parent nonzero);
+ * low-pass band over the coefficient, 8 classes x own activity, 8 x siblings nonzero);
  * the nearer node learns at rate 1/128. The brightness the mixer's views lack
  * (X-ray noise grows with the signal) enters here without diluting their contexts. */
 #define SEQ_APM_SETS 128
@@ -1152,7 +1157,7 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                 if (trc) {
                     int32_t *t = trc + SEQ_TRACE * i;
                     t[0] = c;
-                    t[1] = t[2] = t[3] = t[4] = 0;
+                    t[1] = t[2] = t[3] = t[4] = t[5] = 0;
                 }
             }
     }
@@ -1192,6 +1197,7 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     t[2] = zc;
                     t[3] = zc2;
                     t[4] = mset;
+                    t[5] = aset;
                 }
                 if (enc) {
                     int32_t val = B[i];
@@ -1389,10 +1395,12 @@ done:
     return result;
 }
 
-/* seq_trace(symbols int32, shapes int32) -> bytes of int32 (ctx, sctx) pairs per coefficient, for tests. */
+/* seq_trace(symbols int32, shapes int32[, format]) -> bytes of int32, SEQ_TRACE context values per
+ * coefficient, for tests. */
 static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
     Py_buffer vb, sb;
-    if (!PyArg_ParseTuple(args, "y*y*", &vb, &sb)) return NULL;
+    int fmt = 0;
+    if (!PyArg_ParseTuple(args, "y*y*|i", &vb, &sb, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     int32_t *v = NULL, *trc = NULL;
@@ -1412,7 +1420,7 @@ static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, NULL, 0, trc, 0);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, NULL, 0, trc, fmt);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "could not code these symbols");
         goto done;
@@ -1436,7 +1444,7 @@ static PyMethodDef methods[] = {
     {"decode_ints", py_decode_ints, METH_VARARGS, "decode_ints(payload, ctx, sctx, init) -> bytes (int32)"},
     {"seq_encode", py_seq_encode, METH_VARARGS, "seq_encode(symbols, shapes, rdo, keep, lam) -> (bytes, symbols)"},
     {"seq_decode", py_seq_decode, METH_VARARGS, "seq_decode(payload, shapes) -> bytes (int32 symbols)"},
-    {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes) -> bytes (int32 ctx, sctx pairs)"},
+    {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes[, format]) -> bytes (int32, 6 context values per coefficient)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_engine", "radseal's integer context-coding engine", -1,

@@ -70,8 +70,11 @@ def test_round_trip_any_size(codec, shape):
     assert out.shape == shape and out.pixels.dtype == np.uint16
 
 
-def test_symbols_decode_exactly_and_rdo_only_moves_toward_zero(codec, rg1_crop):
+def test_symbols_decode_exactly_and_rdo_only_moves_toward_zero(rg1_crop):
     from radseal.codec.api import normalized
+
+    # the model's own steps (no band weights), so that its quantizer gives the symbols before RDO
+    codec = SeqCodec(Codec.pretrained(MODEL_ID).model, band_weights=None)
 
     x = normalized(rg1_crop.pixels, int(rg1_crop.pixels.min()), int(rg1_crop.pixels.max()))
     coeffs = codec.model.analyse(x)
@@ -87,10 +90,10 @@ def test_symbols_decode_exactly_and_rdo_only_moves_toward_zero(codec, rg1_crop):
     drop = np.abs(p) - np.abs(f)
     assert np.all((drop == 1) | ((np.abs(p) == 2) & (f == 0))) and np.all(f * p >= 0)
     assert (np.abs(p) >= 2).any() and (np.abs(p) == 1).any()  # both kinds of choice occur
-    ones = SeqCodec(codec.model, rdo_levels=False).encode_symbols(coeffs, h, w, 6)[1]
+    ones = SeqCodec(codec.model, rdo_levels=False, band_weights=None).encode_symbols(coeffs, h, w, 6)[1]
     c1 = plain != ones
     assert c1.any() and np.all(np.abs(plain[c1]) == 1) and np.all(ones[c1] == 0)
-    off = SeqCodec(codec.model, rdo=False).encode_symbols(coeffs, h, w, 6)
+    off = SeqCodec(codec.model, rdo=False, band_weights=None).encode_symbols(coeffs, h, w, 6)
     assert np.array_equal(off[1], plain) and len(off[0]) > len(payload)
 
 
@@ -102,10 +105,13 @@ def test_compiled_context_rule_matches_the_reference():
         # sparse, signed, with some large values: every context class and sign pattern occurs
         sym = (rng.integers(-3, 4, n) * (rng.random(n) < 0.4) * rng.choice([1, 1, 1, 9, 300], n)).astype(np.int32)
         shp = np.asarray(shapes, dtype=np.int32).ravel().tobytes()
-        got = np.frombuffer(engine().seq_trace(sym.tobytes(), shp), dtype=np.int32).reshape(-1, 5)
-        assert np.array_equal(got, reference.contexts(sym, shapes))
-        stream, final = engine().seq_encode(sym.tobytes(), shp, b"", b"", 0)
-        assert np.array_equal(np.frombuffer(engine().seq_decode(stream, shp), dtype=np.int32), sym)
+        for fmt in (0, 1):  # format 1 adds the APM set (the sixth value)
+            got = np.frombuffer(engine().seq_trace(sym.tobytes(), shp, fmt), dtype=np.int32).reshape(-1, 6)
+            want = reference.contexts(sym, shapes, fmt)
+            assert np.array_equal(got, want)
+            assert (want[:, 5] != 0).any() == (fmt == 1)
+            stream, final = engine().seq_encode(sym.tobytes(), shp, b"", b"", 0, fmt)
+            assert np.array_equal(np.frombuffer(engine().seq_decode(stream, shp, fmt), dtype=np.int32), sym)
 
 
 def test_deterministic_across_runs_and_threads(codec, rg1_crop):
