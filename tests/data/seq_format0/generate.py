@@ -1,5 +1,7 @@
-"""Writes the format-0 rsc3 fixtures in this folder (run once, from the repository root, before
-format 1 existed: ``PYTHONPATH=src python tests/data/seq_format0/generate.py``).
+"""Writes the format-0 rsc3 fixtures in this folder (``PYTHONPATH=src python
+tests/data/seq_format0/generate.py`` from the repository root). They were first written
+before format 1 existed; the encoder settings below (format 0, no loop filter, RDO on
++-1 only) reproduce the first rsc3 encoder byte for byte.
 
 Each case is a stream (``<name>.rsc``), the pixels it decoded to (``<name>.npy``) and, in
 ``expected.json``, the SHA-256 of its decoded symbols (int32, little-endian, coding order).
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from radseal.codec import Codec, bitstream
-from radseal.codec.seq import MODEL_ID
+from radseal.codec.seq import MODEL_ID, SeqCodec
 from radseal.image import Image
 from radseal.io import read_image
 from radseal.io.samples import sample_path
@@ -36,7 +38,7 @@ def cases():
 
 
 def main() -> None:
-    codec = Codec.pretrained(MODEL_ID)
+    codec = SeqCodec(Codec.pretrained(MODEL_ID).model, fmt=0, loop_filter=None, rdo_levels=False)
     expected = {}
     for name, img, q in cases():
         data = codec.compress(img, quality=q)
