@@ -63,14 +63,16 @@ def _box(a: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def activity(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(activity, vertical-dominates) per pixel, from the decoded image only."""
+def activity(y: np.ndarray) -> np.ndarray:
+    """Per pixel, the local activity (from the decoded image only)."""
     p = np.pad(y, 1, mode="reflect") if min(y.shape) > 1 else np.pad(y, 1, mode="edge")
     c = p[1:-1, 1:-1]
     gv = np.abs(2 * c - p[:-2, 1:-1] - p[2:, 1:-1])
+    out = _box(gv, 2)
+    del gv
     gh = np.abs(2 * c - p[1:-1, :-2] - p[1:-1, 2:])
-    sv, sh = _box(gv, 2), _box(gh, 2)
-    return sv + sh, sv > sh
+    out += _box(gh, 2)
+    return out
 
 
 def _code_threshold(t: float) -> int:
@@ -82,14 +84,15 @@ def _threshold(code: int) -> float:
 
 
 def classes(y: np.ndarray, thresholds: list[int], phases: int, act=None) -> np.ndarray:
-    """Per pixel: activity class (by the thresholds) x, with 4 phases, its position on the 2 x 2
-    lattice (the wavelet's even and odd samples are synthesized by different filters)."""
-    act = activity(y)[0] if act is None else act[0]
-    cls = np.zeros(y.shape, dtype=np.int32)
+    """Per pixel (uint8): activity class (by the thresholds) x, with 4 phases, its position on the
+    2 x 2 lattice (the wavelet's even and odd samples are synthesized by different filters)."""
+    act = activity(y) if act is None else act
+    cls = np.zeros(y.shape, dtype=np.uint8)
     for code in thresholds:
         cls += act > _threshold(code)
     if phases == 4:
-        cls = cls * 4 + _phase(y.shape)
+        cls *= 4
+        cls += _phase(y.shape).astype(np.uint8)
     return cls
 
 
@@ -118,19 +121,19 @@ def fit(y: np.ndarray, x: np.ndarray, lam: float = 0.0, layouts=LAYOUTS, max_shi
     if h < 2 or w < 2:
         return None
     av = activity(y)
-    t4 = sorted({_code_threshold(t) for t in np.quantile(av[0], [0.25, 0.5, 0.75])})
-    cls = classes(y, t4, 1, av) * 4 + _phase(y.shape)
+    t4 = sorted({_code_threshold(t) for t in np.quantile(av, [0.25, 0.5, 0.75])})
+    cls = classes(y, t4, 4, av)  # fine classes: activity quartile x phase
+    del av
     n4 = len(t4) + 1
     yp = _pad(y)
     k = len(TAPS)
     ata = np.zeros((n4 * 4, k, k))
     atb = np.zeros((n4 * 4, k))
-    err = x.astype(np.float32) - y.astype(np.float32)
     for r0 in range(0, h, STRIP):
         r1 = min(h, r0 + STRIP)
         f = _features(yp, r0, r1, w).reshape(k, -1)
-        c = cls[r0:r1].ravel().astype(np.uint8)
-        e = err[r0:r1].ravel()
+        c = cls[r0:r1].ravel()
+        e = (x[r0:r1].astype(np.float32) - y[r0:r1].astype(np.float32)).ravel()
         order = np.argsort(c, kind="stable")
         f, e = f[:, order], e[order]
         bounds = np.searchsorted(c[order], np.arange(n4 * 4 + 1))
