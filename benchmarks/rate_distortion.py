@@ -422,7 +422,8 @@ def main() -> int:
     ap.add_argument("--no-2048", action="store_true", help="skip the 2048x2048 timing")
     ap.add_argument("--recompute", action="store_true", help="recompute tables/plots from OUT/rate_distortion.json's per-image rows")
     ap.add_argument("--baselines-from", default=None, help="take the baselines' per-image rows (bpp, PSNR, MS-SSIM, times) from an earlier run's JSON instead of re-running them (same images required); the 2048 x 2048 timing still runs JPEG 2000 fresh")
-    ap.add_argument("--also", default="rsc3-cdf97-seq", help="other installed model ids to measure beside the default (comma-separated; '' for none)")
+    ap.add_argument("--also", default="rsc3-cdf97-seq", help="other installed model ids to measure beside the default (comma-separated; '' for none); "
+                    "'rsc3-cdf97-seq@bw=W' is rsc3 with its finest level's step multiplied by W (a signalled band weight; rate-distortion only, no timing)")
     ap.add_argument("--child", nargs=2, metavar=("CODEC", "PARAM"), help=argparse.SUPPRESS)
     ap.add_argument("--side", type=int, default=2048, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -447,7 +448,7 @@ def main() -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.time()
     codec = Codec.pretrained()
-    extra = {mid: Codec.pretrained(mid) for mid in args.also.split(",") if mid and mid != codec.model_id}
+    extra = {mid: _extra_codec(mid) for mid in args.also.split(",") if mid and mid != codec.model_id}
     qualities = [int(q) for q in args.qualities.split(",")]
     paths = pick_images(data, args.images)
     rows: list = []
@@ -507,6 +508,8 @@ def main() -> int:
         q2048 = min(pts, key=lambda p: abs(p["psnr"] - 40.0))["param"]
         result["timing_2048"] = timing_2048(data, q2048, args.threads)
         for mid in extra:
+            if "@" in mid:  # an encoder setting of an installed model: rate-distortion only
+                continue
             pts = curves["cxr_offset"][mid]
             qx = min(pts, key=lambda p: abs(p["psnr"] - 40.0))["param"]
             rx = run_child("model:" + mid, qx, data, args.threads)
@@ -526,6 +529,20 @@ def main() -> int:
     plot(curves, out / "rate_distortion.png")
     print(markdown(result))
     return 0
+
+
+def _extra_codec(spec: str):
+    """An installed model by id, or 'rsc3-cdf97-seq@bw=W': rsc3 sending band weight W on its finest level."""
+    from radseal.codec import Codec
+
+    mid, _, setting = spec.partition("@")
+    codec = Codec.pretrained(mid)
+    if setting:
+        key, _, value = setting.partition("=")
+        if key != "bw" or not hasattr(codec, "band_weights"):
+            raise SystemExit(f"radseal: error: unknown model setting {spec!r}")
+        codec.band_weights = (float(value),)
+    return codec
 
 
 def recompute(out: Path, data: Path, args) -> int:

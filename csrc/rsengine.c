@@ -1070,9 +1070,14 @@ done:
  * (level from finest, capped at 3) x (hl/lh or hh): 9 IntModels, all
  * starting at p = 1/2 and adapting. The reference rule is in
  * radseal/codec/seq_reference.py.
+ * The payload's format byte reaches the engine as `fmt`: format 0 is the
+ * model above; format 1 adds the adaptive probability map (below) on the
+ * significance and "magnitude > 1" bits. The encoder's rate-distortion
+ * choice (no effect on the parse) may zero a +-1 and, given keep2, lower a
+ * magnitude >= 2 by one.
  */
 #define SEQ_MAXBANDS 64
-#define SEQ_TRACE 5 /* traced values per coefficient: ctx, sign ctx, significance ctx 1 and 2, mixer set */
+#define SEQ_TRACE 6 /* traced values per coefficient: ctx, sign ctx, significance ctx 1 and 2, mixer set, APM set */
 #define SEQ_NMODELS 9
 #define SEQ_ZOWN 10                  /* own-activity classes of the significance context */
 #define SEQ_NBRIGHT 1               /* brightness classes (from the low-pass band) */
@@ -1232,8 +1237,18 @@ static void seq_stretch_init(void) {
 #define SEQ_MIXLR 1
 #endif
 #define SEQ_MIXSETS (SEQ_NMODELS * SEQ_ZOWN * 4 * 2) /* second half: the "magnitude > 1" mixer */
+/* Format 1: an adaptive probability map (APM, secondary estimation as in the PAQ family)
+ * replaces the mixer's output by a learned function of it under a second context: 33
+ * interpolation nodes over the stretched probability, per (model x brightness of the
+ * low-pass band over the coefficient, 8 classes x own activity, 8 x siblings nonzero);
+ * the nearer node learns at rate 1/128. The brightness the mixer's views lack
+ * (X-ray noise grows with the signal) enters here without diluting their contexts. */
+#define SEQ_APM_SETS 128
+#define SEQ_APM_N (SEQ_NMODELS * SEQ_APM_SETS)
+#define SEQ_APM_RATE 7
 typedef struct {
     int32_t w[SEQ_MIXSETS][SEQ_NMIX + 1]; /* Q16 */
+    uint16_t apm[2][SEQ_APM_N][33];        /* P(bit = 1) in 1/65536: significance, "magnitude > 1" */
 } SeqMixer;
 static void seq_mixer_init(SeqMixer *mx) {
     for (int i = 0; i < SEQ_MIXSETS; i++) {
@@ -1242,6 +1257,23 @@ static void seq_mixer_init(SeqMixer *mx) {
         mx->w[i][2] = 22000;
         mx->w[i][3] = 0;
     }
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < SEQ_APM_N; i++)
+            for (int j = 0; j < 33; j++) mx->apm[k][i][j] = (uint16_t)(seq_squash((j - 16) * 128) * 16);
+}
+/* P(bit = 0) from the mixer's p0 through APM set `set` of kind k; *node receives the node to update. */
+static inline uint32_t seq_apm_p(const SeqMixer *mx, int k, int set, uint32_t p0, int *node) {
+    int s = seq_st_t[(65536 - p0) >> 4] + 2048; /* 1..4095 */
+    int lo = s >> 7, f = s & 127;
+    const uint16_t *t = mx->apm[k][set];
+    *node = lo + (f >= 64);
+    uint32_t q0 = 65536 - (((uint32_t)t[lo] * (128 - f) + (uint32_t)t[lo + 1] * f + 64) >> 7);
+    return q0 < PROB_MIN ? PROB_MIN : (q0 > PROB_MAX ? PROB_MAX : q0);
+}
+static inline void seq_apm_update(SeqMixer *mx, int k, int set, int node, int bit) {
+    uint16_t *t = &mx->apm[k][set][node];
+    if (bit) *t += (65535 - *t) >> SEQ_APM_RATE;
+    else *t -= *t >> SEQ_APM_RATE;
 }
 /* P(bit = 0) in 1/65536 from the two models' estimates; st[] receives the inputs for the update. */
 static inline uint32_t seq_mix_p(const SeqMixer *mx, int set, const Bit *a, const Bit *b, const Bit *c, int *st) {
@@ -1306,13 +1338,31 @@ static inline uint32_t seq_cost(const Bit *m, int bit) {
     return seq_cost_table[p >> 4];
 }
 
+/* Bits (1/256) put_int would spend on v >= 0 without a sign, under context c (encoder only). */
+static uint32_t seq_int_cost(const IntModel *m, int c, uint32_t v) {
+    uint32_t bits = seq_cost(&m->b[OFF_ZERO + c], v != 0);
+    if (!v) return bits;
+    int ex = bitlen(v) - 1;
+    for (int i = 0; i < ex; i++) bits += seq_cost(&m->b[OFF_EXPO + c * EMAX + i], 1);
+    if (ex < EMAX - 1) bits += seq_cost(&m->b[OFF_EXPO + c * EMAX + ex], 0);
+    if (ex >= 1) {
+        int top = (v >> (ex - 1)) & 1;
+        bits += seq_cost(&m->b[OFF_M1 + c * EMAX + ex], top);
+        if (ex >= 2) bits += seq_cost(&m->b[OFF_M2 + (c * EMAX + ex) * 2 + top], (v >> (ex - 2)) & 1);
+        if (ex > 2) bits += 256u * (uint32_t)(ex - 2);
+    }
+    return bits;
+}
+
 /* The coding loop, shared by encoder (enc, v holds the symbols, may be
  * changed by the rate-distortion choice) and decoder (dec, v written).
  * rdo: per coefficient |c| / step in 1/256 (encoder only, may be NULL);
  * keep: per band, the reconstruction of a magnitude 1 in 1/256 step;
+ * keep2 (may be NULL: then no magnitude >= 2 is lowered): per band, where a
+ * magnitude m >= 2 is reconstructed, minus m, in 1/256 step;
  * lam: squared steps per bit, in 1/256. */
 static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, RangeEnc *enc, RangeDec *dec, int32_t *v, const int32_t *rdo,
-                    const int32_t *keep, int32_t lam, int32_t *trc) {
+                    const int32_t *keep, const int32_t *keep2, int32_t lam, int32_t *trc, int fmt) {
     /* low-pass band */
     {
         const int32_t h = g->h[0], w = g->w[0];
@@ -1337,7 +1387,7 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                 if (trc) {
                     int32_t *t = trc + SEQ_TRACE * i;
                     t[0] = c;
-                    t[1] = t[2] = t[3] = t[4] = 0;
+                    t[1] = t[2] = t[3] = t[4] = t[5] = 0;
                 }
             }
     }
@@ -1359,7 +1409,16 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                 Bit *za = &zb[zc], *zb2 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + zc2];
                 int mset = seq_model(g, b) * SEQ_ZOWN * 4 + zm;
                 Bit *zb3 = &zb[SEQ_ZOWN * 9 * SEQ_NBRIGHT + 4 * 5 * 4 + c];
-                uint32_t pz0 = seq_mix_p(mx, mset, za, zb2, zb3, st);
+                uint32_t pm0 = seq_mix_p(mx, mset, za, zb2, zb3, st), pz0 = pm0;
+                int aset = 0, anode = 0;
+                if (fmt >= 1) {
+                    int lv = (b - 1) / 3, ab = zm >> 2;
+                    int32_t L = seq_at(v + g->off[0], g->h[0], g->w[0], y >> lv, x >> lv);
+                    int br = (int)(((int64_t)L - g->ll_min) * 8 / ((int64_t)g->ll_max - g->ll_min + 1));
+                    br = br < 0 ? 0 : (br > 7 ? 7 : br);
+                    aset = seq_model(g, b) * SEQ_APM_SETS + br * 16 + (ab > 7 ? 7 : ab) * 2 + (zc % 3 > 0);
+                }
+                if (fmt >= 1) pz0 = seq_apm_p(mx, 0, aset, pm0, &anode);
                 size_t i = (size_t)y * w + x;
                 if (trc) {
                     int32_t *t = trc + SEQ_TRACE * (g->off[b] + i);
@@ -1368,10 +1427,25 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     t[2] = zc;
                     t[3] = zc2;
                     t[4] = mset;
+                    t[5] = aset;
                 }
                 if (enc) {
                     int32_t val = B[i];
                     if (val <= -(1 << EMAX) || val >= (1 << EMAX)) return -2;
+                    if (rdo && keep2 && (val >= 2 || val <= -2)) {
+                        /* lower |v| by one when the squared error that costs is worth less than the bits it saves */
+                        int32_t mg = abs(val);
+                        int64_t u = rdo[g->off[b] + i];
+                        int64_t r1 = (int64_t)mg * 256 + keep2[b], r0 = mg == 2 ? keep[b] : (int64_t)(mg - 1) * 256 + keep2[b];
+                        int64_t more = (u - r0) * (u - r0) - (u - r1) * (u - r1); /* 1/65536 step^2 */
+                        int gs = SEQ_MIXSETS / 2 + mset, sx[SEQ_NMIX + 1], gn = 0;
+                        uint32_t q0 = seq_mix_p(mx, gs, &zb[SEQ_G1 + c], &zb[SEQ_G1 + NCTX + zc2], &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc], sx);
+                        if (fmt >= 1) q0 = seq_apm_p(mx, 1, aset, q0, &gn);
+                        Bit gp = {(uint16_t)q0, (uint16_t)q0, 0};
+                        int64_t bhi = (int64_t)seq_cost(&gp, 1) + seq_int_cost(m, c, (uint32_t)mg - 2);
+                        int64_t blo = mg == 2 ? (int64_t)seq_cost(&gp, 0) : (int64_t)seq_cost(&gp, 1) + seq_int_cost(m, c, (uint32_t)mg - 3);
+                        if (more * 256 < (int64_t)lam * (bhi - blo) * 256) { val += val > 0 ? -1 : 1; B[i] = val; }
+                    }
                     if (rdo && (val == 1 || val == -1)) {
                         /* drop an expensive +-1 when the squared error it saves is worth less than its bits */
                         int64_t u = rdo[g->off[b] + i], k = keep[b];
@@ -1387,20 +1461,24 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     bit_update(za, val != 0);
                     bit_update(zb2, val != 0);
                     bit_update(zb3, val != 0);
-                    seq_mix_update(mx, mset, st, pz0, val != 0);
+                    seq_mix_update(mx, mset, st, pm0, val != 0);
+                    if (fmt >= 1) seq_apm_update(mx, 0, aset, anode, val != 0);
                     if (val) {
                         put_bit(enc, &m->b[OFF_SIGN + sc], val < 0);
                         /* magnitude > 1: mixed like significance, then |v| - 2 by the integer coder */
                         int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
                         Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
                         Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
-                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        uint32_t gm0 = seq_mix_p(mx, gset, g1, g2, g3, st2), pg0 = gm0;
+                        int gnode = 0;
+                        if (fmt >= 1) pg0 = seq_apm_p(mx, 1, aset, gm0, &gnode);
                         int big = abs(val) > 1;
                         put_bit_p(enc, pg0, big);
                         bit_update(g1, big);
                         bit_update(g2, big);
                         bit_update(g3, big);
-                        seq_mix_update(mx, gset, st2, pg0, big);
+                        seq_mix_update(mx, gset, st2, gm0, big);
+                        if (fmt >= 1) seq_apm_update(mx, 1, aset, gnode, big);
                         if (big) put_int(enc, m, c, 0, (uint32_t)abs(val) - 2, 0, 1);
                     }
                 } else {
@@ -1409,18 +1487,22 @@ static int seq_code(SeqGeom *g, IntModel *models, Bit *zbits, SeqMixer *mx, Rang
                     bit_update(za, sig);
                     bit_update(zb2, sig);
                     bit_update(zb3, sig);
-                    seq_mix_update(mx, mset, st, pz0, sig);
+                    seq_mix_update(mx, mset, st, pm0, sig);
+                    if (fmt >= 1) seq_apm_update(mx, 0, aset, anode, sig);
                     if (sig) {
                         int s = get_bit(dec, &m->b[OFF_SIGN + sc]);
                         int gset = SEQ_MIXSETS / 2 + mset, st2[SEQ_NMIX + 1];
                         Bit *g1 = &zb[SEQ_G1 + c], *g2 = &zb[SEQ_G1 + NCTX + zc2];
                         Bit *g3 = &zb[SEQ_G1 + NCTX + 4 * 5 * 4 + zc];
-                        uint32_t pg0 = seq_mix_p(mx, gset, g1, g2, g3, st2);
+                        uint32_t gm0 = seq_mix_p(mx, gset, g1, g2, g3, st2), pg0 = gm0;
+                        int gnode = 0;
+                        if (fmt >= 1) pg0 = seq_apm_p(mx, 1, aset, gm0, &gnode);
                         int big = get_bit_p(dec, pg0);
                         bit_update(g1, big);
                         bit_update(g2, big);
                         bit_update(g3, big);
-                        seq_mix_update(mx, gset, st2, pg0, big);
+                        seq_mix_update(mx, gset, st2, gm0, big);
+                        if (fmt >= 1) seq_apm_update(mx, 1, aset, gnode, big);
                         uint32_t mag = big ? get_int(dec, m, c, 0, &neg, 1) + 2 : 1;
                         if (mag >= (1u << EMAX)) return -3;
                         B[i] = s ? -(int32_t)mag : (int32_t)mag;
@@ -1451,12 +1533,13 @@ static IntModel *seq_models(void) {
 #define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
 #define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15))
 
-/* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band (or empty), lam)
+/* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band, optionally
+ * followed by keep2 per band (or empty), lam[, format])
  * -> (bytes, final symbols int32 bytes) */
 static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     Py_buffer vb, sb, rb, kb;
-    int lam = 0;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*i", &vb, &sb, &rb, &kb, &lam)) return NULL;
+    int lam = 0, fmt = 0;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*i|i", &vb, &sb, &rb, &kb, &lam, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     int32_t *v = NULL;
@@ -1464,7 +1547,8 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     enc_init(&enc);
     SeqGeom g;
     if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
-    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4) ||
+    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) ||
+        (kb.len && kb.len != (Py_ssize_t)g.nb * 4 && kb.len != (Py_ssize_t)g.nb * 8) ||
         (rb.len && !kb.len)) {
         PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
         goto done;
@@ -1479,7 +1563,8 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     seq_cost_init();
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf, lam, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf,
+                  kb.len == (Py_ssize_t)g.nb * 8 ? (const int32_t *)kb.buf + g.nb : NULL, lam, NULL, fmt);
     if (rc == 0) enc_flush(&enc);
     Py_END_ALLOW_THREADS
     if (rc == -2) {
@@ -1505,7 +1590,8 @@ done:
 /* seq_decode(payload, shapes int32) -> bytes of int32 symbols; ValueError on a damaged stream. */
 static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     Py_buffer db, sb;
-    if (!PyArg_ParseTuple(args, "y*y*", &db, &sb)) return NULL;
+    int fmt = 0;
+    if (!PyArg_ParseTuple(args, "y*y*|i", &db, &sb, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     SeqGeom g;
@@ -1523,7 +1609,7 @@ static PyObject *py_seq_decode(PyObject *self, PyObject *args) {
     dec_init(&dec, (const uint8_t *)db.buf, (size_t)db.len);
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, 0, NULL);
+    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), NULL, &dec, v, NULL, NULL, NULL, 0, NULL, fmt);
     Py_END_ALLOW_THREADS
     if (rc < 0 || dec.overrun > 0 || dec.pos != dec.len) {
         Py_DECREF(out);
@@ -1539,10 +1625,12 @@ done:
     return result;
 }
 
-/* seq_trace(symbols int32, shapes int32) -> bytes of int32 (ctx, sctx) pairs per coefficient, for tests. */
+/* seq_trace(symbols int32, shapes int32[, format]) -> bytes of int32, SEQ_TRACE context values per
+ * coefficient, for tests. */
 static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
     Py_buffer vb, sb;
-    if (!PyArg_ParseTuple(args, "y*y*", &vb, &sb)) return NULL;
+    int fmt = 0;
+    if (!PyArg_ParseTuple(args, "y*y*|i", &vb, &sb, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     int32_t *v = NULL, *trc = NULL;
@@ -1562,7 +1650,7 @@ static PyObject *py_seq_trace(PyObject *self, PyObject *args) {
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, 0, trc);
+    int rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, NULL, NULL, NULL, 0, trc, fmt);
     if (rc < 0) {
         PyErr_SetString(PyExc_ValueError, "could not code these symbols");
         goto done;
@@ -1977,15 +2065,15 @@ done:
  * seq_encode without its two copies of the symbols (the memory bound of large images). */
 static PyObject *py_seq_encode_into(PyObject *self, PyObject *args) {
     Py_buffer vb, sb, rb, kb;
-    int lam = 0;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*i", &vb, &sb, &rb, &kb, &lam)) return NULL;
+    int lam = 0, fmt = 0;
+    if (!PyArg_ParseTuple(args, "w*y*y*y*i|i", &vb, &sb, &rb, &kb, &lam, &fmt)) return NULL;
     PyObject *result = NULL;
     IntModel *models = NULL;
     RangeEnc enc;
     enc_init(&enc);
     SeqGeom g;
     if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
-    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4) ||
+    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4 && kb.len != (Py_ssize_t)g.nb * 8) ||
         (rb.len && !kb.len)) {
         PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
         goto done;
@@ -1999,7 +2087,7 @@ static PyObject *py_seq_encode_into(PyObject *self, PyObject *args) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, (int32_t *)vb.buf, rb.len ? (const int32_t *)rb.buf : NULL,
-                  (const int32_t *)kb.buf, lam, NULL);
+                  (const int32_t *)kb.buf, kb.len == (Py_ssize_t)g.nb * 8 ? (const int32_t *)kb.buf + g.nb : NULL, lam, NULL, fmt);
     if (rc == 0) enc_flush(&enc);
     Py_END_ALLOW_THREADS
     if (rc == -2) {
@@ -2030,15 +2118,15 @@ static PyMethodDef methods[] = {
     {"band_encode", py_band_encode, METH_VARARGS, "band_encode(values_i32, shapes_i32) -> bytes (5/3 detail bands)"},
     {"band_decode", py_band_decode, METH_VARARGS, "band_decode(payload, shapes_i32) -> bytes (int32)"},
     {"band_trace", py_band_trace, METH_VARARGS, "band_trace(values_i32, shapes_i32) -> (ctx, sctx, lctx) int32 bytes"},
-    {"seq_encode", py_seq_encode, METH_VARARGS, "seq_encode(symbols, shapes, rdo, keep, lam) -> (bytes, symbols)"},
-    {"seq_decode", py_seq_decode, METH_VARARGS, "seq_decode(payload, shapes) -> bytes (int32 symbols)"},
-    {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes) -> bytes (int32 ctx, sctx pairs)"},
+    {"seq_encode", py_seq_encode, METH_VARARGS, "seq_encode(symbols, shapes, rdo, keep, lam[, format]) -> (bytes, symbols)"},
+    {"seq_decode", py_seq_decode, METH_VARARGS, "seq_decode(payload, shapes[, format]) -> bytes (int32 symbols)"},
+    {"seq_trace", py_seq_trace, METH_VARARGS, "seq_trace(symbols, shapes[, format]) -> bytes (int32, 6 context values per coefficient)"},
     {"wt_forward", py_wt_forward, METH_VARARGS, "wt_forward(buf, h, w, levels, is_double) -> levels; CDF 9/7 in place"},
     {"wt_inverse", py_wt_inverse, METH_VARARGS, "wt_inverse(buf, h, w, levels, is_double) -> levels; CDF 9/7 in place"},
     {"seq_quantize", py_seq_quantize, METH_VARARGS, "seq_quantize(coeffs, h, w, levels, is_double, steps, rounding, sym_out, rdo_out)"},
     {"seq_offsets", py_seq_offsets, METH_VARARGS, "seq_offsets(coeffs, h, w, levels, is_double, steps, rounding, sym) -> bytes"},
     {"seq_dequantize", py_seq_dequantize, METH_VARARGS, "seq_dequantize(sym, h, w, levels, is_double, steps, rounding, offsets, out)"},
-    {"seq_encode_into", py_seq_encode_into, METH_VARARGS, "seq_encode_into(symbols (writable), shapes, rdo, keep, lam) -> bytes"},
+    {"seq_encode_into", py_seq_encode_into, METH_VARARGS, "seq_encode_into(symbols (writable), shapes, rdo, keep[, keep2], lam[, format]) -> bytes; codes in place"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_engine", "radseal's integer context-coding engine", -1,

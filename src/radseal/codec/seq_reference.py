@@ -1,10 +1,12 @@
 """Pure-Python restatement of the sequential coder's context rule (``csrc/rsengine.c``,
 section 5), for tests: slow, but written from the documented rule, not from the C code.
 
-``contexts(symbols, shapes)`` returns, per coefficient in coding order, the
+``contexts(symbols, shapes, fmt)`` returns, per coefficient in coding order, the
 (magnitude context, sign context, significance contexts of the two views,
-mixer weight set) the engine uses; for low-pass coefficients the magnitude
-context of the MED residual and zeros.
+mixer weight set, APM set) the engine uses; for low-pass coefficients the
+magnitude context of the MED residual and zeros. The APM set (payload format
+1 only; 0 in format 0) is (model x brightness in 8 classes of the decoded
+low-pass range x own activity class capped at 7 x siblings nonzero).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def _at(band: np.ndarray, y: int, x: int) -> int:
     return int(band[min(y, h - 1), min(x, w - 1)])
 
 
-def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
+APM_SETS = 128  # APM sets per model
+
+
+def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]], fmt: int = 0) -> np.ndarray:
     bands, pos = [], 0
     for h, w in shapes:
         bands.append(np.asarray(symbols[pos : pos + h * w], dtype=object).reshape(h, w))
@@ -50,7 +55,7 @@ def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
             N = ll[y - 1, x] if y > 0 else W
             NW = ll[y - 1, x - 1] if (y > 0 and x > 0) else N
             NE = ll[y - 1, x + 1] if (y > 0 and x + 1 < w) else N
-            out.append((act_bucket(abs(W - NW) + abs(N - NW) + abs(NE - N)), 0, 0, 0, 0))
+            out.append((act_bucket(abs(W - NW) + abs(N - NW) + abs(NE - N)), 0, 0, 0, 0, 0))
     lo, hi = (int(ll.min()), int(ll.max())) if ll.size else (0, 0)
     for b in range(1, len(bands)):
         band = bands[b]
@@ -86,8 +91,12 @@ def contexts(symbols: np.ndarray, shapes: list[tuple[int, int]]) -> np.ndarray:
                 zc2 = (c1 * 5 + c2) * 4 + c3
                 ab = min(act_bucket(own), ZOWN - 1)
                 mset = model_index(len(bands), b) * ZOWN * 4 + ab * 4 + c3
-                out.append((16 * k + min(15, act_bucket(min(own + ps, 1 << 30))), 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P), zc, zc2, mset))
-    return np.asarray(out, dtype=np.int32).reshape(-1, 5)
+                aset = 0
+                if fmt >= 1:
+                    br8 = min(max((_at(ll, y >> lev, x >> lev) - lo) * 8 // (hi - lo + 1), 0), 7)
+                    aset = model_index(len(bands), b) * APM_SETS + br8 * 16 + min(ab, 7) * 2 + (sib > 0)
+                out.append((16 * k + min(15, act_bucket(min(own + ps, 1 << 30))), 9 * sgn3(N) + 3 * sgn3(W) + sgn3(P), zc, zc2, mset, aset))
+    return np.asarray(out, dtype=np.int32).reshape(-1, 6)
 
 
 def model_index(nbands: int, b: int) -> int:
