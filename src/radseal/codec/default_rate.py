@@ -89,6 +89,7 @@ def compress_default(codec, img, ratio: float = REFERENCE_RATIO) -> bytes:
 
     if target is None:
         return at(qs[-1])[0]
+
     def meets(i: int) -> bool:
         return at(qs[i])[1] <= target
 
@@ -96,7 +97,7 @@ def compress_default(codec, img, ratio: float = REFERENCE_RATIO) -> bytes:
     # the target (squared error falls with quality). High qualities are the costly encodes, so
     # the search only climbs as far as it must.
     last = len(qs) - 1
-    start = min(max(qs.index(codec.default_quality) if codec.default_quality in qs else 0, 0), last)
+    start = qs.index(codec.default_quality) if codec.default_quality in qs else 0
     step = 1
     if meets(start):
         lo, hi = 0, start
