@@ -1533,6 +1533,39 @@ static IntModel *seq_models(void) {
 #define SEQ_ZBITS(m) ((Bit *)((m) + SEQ_NMODELS))
 #define SEQ_MIXER(m) ((SeqMixer *)(((uintptr_t)(SEQ_ZBITS(m) + SEQ_NMODELS * SEQ_NZALL) + 15) & ~(uintptr_t)15))
 
+/* The encoder half shared by seq_encode (codes a copy) and seq_encode_into (codes in place):
+ * checks the rate-distortion and reconstruction buffers against the band geometry, codes v
+ * (which becomes the final symbols) into enc. 0, or -1 with a Python exception set. */
+static int seq_encode_core(SeqGeom *g, int32_t *v, const Py_buffer *rb, const Py_buffer *kb, int lam, int fmt, RangeEnc *enc) {
+    if ((rb->len && rb->len != (Py_ssize_t)(g->total * 4)) ||
+        (kb->len && kb->len != (Py_ssize_t)g->nb * 4 && kb->len != (Py_ssize_t)g->nb * 8) || (rb->len && !kb->len)) {
+        PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
+        return -1;
+    }
+    IntModel *models = seq_models();
+    if (!models) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    seq_cost_init();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = seq_code(g, models, SEQ_ZBITS(models), SEQ_MIXER(models), enc, NULL, v, rb->len ? (const int32_t *)rb->buf : NULL,
+                  (const int32_t *)kb->buf, kb->len == (Py_ssize_t)g->nb * 8 ? (const int32_t *)kb->buf + g->nb : NULL, lam, NULL, fmt);
+    if (rc == 0) enc_flush(enc);
+    Py_END_ALLOW_THREADS
+    free(models);
+    if (rc == -2) {
+        PyErr_SetString(PyExc_ValueError, "a coefficient is too large to code");
+        return -1;
+    }
+    if (rc < 0 || enc->oom) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 /* seq_encode(symbols int32, shapes int32, rdo int32 (or empty), keep int32 per band, optionally
  * followed by keep2 per band (or empty), lam[, format])
  * -> (bytes, final symbols int32 bytes) */
@@ -1541,43 +1574,24 @@ static PyObject *py_seq_encode(PyObject *self, PyObject *args) {
     int lam = 0, fmt = 0;
     if (!PyArg_ParseTuple(args, "y*y*y*y*i|i", &vb, &sb, &rb, &kb, &lam, &fmt)) return NULL;
     PyObject *result = NULL;
-    IntModel *models = NULL;
     int32_t *v = NULL;
     RangeEnc enc;
     enc_init(&enc);
     SeqGeom g;
     if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
-    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) ||
-        (kb.len && kb.len != (Py_ssize_t)g.nb * 4 && kb.len != (Py_ssize_t)g.nb * 8) ||
-        (rb.len && !kb.len)) {
+    if (vb.len != (Py_ssize_t)(g.total * 4)) {
         PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
         goto done;
     }
-    models = seq_models();
     v = (int32_t *)malloc(g.total * 4 + 4);
-    if (!models || !v) {
+    if (!v) {
         PyErr_NoMemory();
         goto done;
     }
     memcpy(v, vb.buf, g.total * 4);
-    seq_cost_init();
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, v, rb.len ? (const int32_t *)rb.buf : NULL, (const int32_t *)kb.buf,
-                  kb.len == (Py_ssize_t)g.nb * 8 ? (const int32_t *)kb.buf + g.nb : NULL, lam, NULL, fmt);
-    if (rc == 0) enc_flush(&enc);
-    Py_END_ALLOW_THREADS
-    if (rc == -2) {
-        PyErr_SetString(PyExc_ValueError, "a coefficient is too large to code");
-        goto done;
-    }
-    if (rc < 0 || enc.oom) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    if (seq_encode_core(&g, v, &rb, &kb, lam, fmt, &enc) < 0) goto done;
     result = Py_BuildValue("(y#y#)", (const char *)enc.buf, (Py_ssize_t)enc.len, (const char *)v, (Py_ssize_t)(g.total * 4));
 done:
-    free(models);
     free(v);
     free(enc.buf);
     PyBuffer_Release(&vb);
@@ -2068,39 +2082,17 @@ static PyObject *py_seq_encode_into(PyObject *self, PyObject *args) {
     int lam = 0, fmt = 0;
     if (!PyArg_ParseTuple(args, "w*y*y*y*i|i", &vb, &sb, &rb, &kb, &lam, &fmt)) return NULL;
     PyObject *result = NULL;
-    IntModel *models = NULL;
     RangeEnc enc;
     enc_init(&enc);
     SeqGeom g;
     if (seq_geom(&g, (const int32_t *)sb.buf, sb.len / 4) < 0) goto done;
-    if (vb.len != (Py_ssize_t)(g.total * 4) || (rb.len && rb.len != vb.len) || (kb.len && kb.len != (Py_ssize_t)g.nb * 4 && kb.len != (Py_ssize_t)g.nb * 8) ||
-        (rb.len && !kb.len)) {
+    if (vb.len != (Py_ssize_t)(g.total * 4)) {
         PyErr_SetString(PyExc_ValueError, "symbol, rate-distortion or reconstruction buffers do not match the band shapes");
         goto done;
     }
-    models = seq_models();
-    if (!models) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    seq_cost_init();
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = seq_code(&g, models, SEQ_ZBITS(models), SEQ_MIXER(models), &enc, NULL, (int32_t *)vb.buf, rb.len ? (const int32_t *)rb.buf : NULL,
-                  (const int32_t *)kb.buf, kb.len == (Py_ssize_t)g.nb * 8 ? (const int32_t *)kb.buf + g.nb : NULL, lam, NULL, fmt);
-    if (rc == 0) enc_flush(&enc);
-    Py_END_ALLOW_THREADS
-    if (rc == -2) {
-        PyErr_SetString(PyExc_ValueError, "a coefficient is too large to code");
-        goto done;
-    }
-    if (rc < 0 || enc.oom) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    if (seq_encode_core(&g, (int32_t *)vb.buf, &rb, &kb, lam, fmt, &enc) < 0) goto done;
     result = PyBytes_FromStringAndSize((const char *)enc.buf, (Py_ssize_t)enc.len);
 done:
-    free(models);
     free(enc.buf);
     PyBuffer_Release(&vb);
     PyBuffer_Release(&sb);
