@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys
@@ -40,23 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rate_distortion import _vm_hwm_mb as vm_hwm_mb  # noqa: E402  (one VmHWM reader; this folder is sys.path[0])
+from radseal.evaluate.metrics import psnr
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cxr"
-
-
-def vm_hwm_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if err == 0 else float(10 * np.log10(peak**2 / err))
 
 
 # -- codecs (each: encode(px, bits, param) -> bytes, decode(bytes, bits) -> px) -----------------
