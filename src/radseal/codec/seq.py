@@ -144,14 +144,6 @@ def flatten(p: wavelet.Pyramid) -> np.ndarray:
     return np.concatenate(parts).astype(np.int32)
 
 
-def unflatten(flat: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    out, pos = [], 0
-    for h, w in shapes:
-        out.append(flat[pos : pos + h * w].reshape(h, w))
-        pos += h * w
-    return out
-
-
 def band_steps(codec: "SeqCodec", quality: int, height: int, width: int, weights=None) -> np.ndarray:
     """Quantizer step of every band in coding order (float64): low-pass, then hl, lh, hh per level;
     ``weights`` (format 1) is a tuple of multipliers (finest first) or the payload field's bytes."""
